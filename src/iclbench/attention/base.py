@@ -1,0 +1,50 @@
+"""The attention-variant interface and its registry.
+
+Every variant is an ``nn.Module`` built by ``build(n_head, head_dim, **options)`` whose forward
+takes per-head queries, keys and values ``q, k, v`` of shape (B, nh, T, hs) and returns the causal
+attention output of the same shape: position ``i`` may read positions ``<= i`` only. The model owns
+the projections; a variant owns only how queries meet keys, so a variant can be swapped into a
+trained model at inference (``Decoder.set_attention``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from iclbench.registry import Registry
+
+
+class Attention(nn.Module):
+    """Base class: subclasses set ``options`` (name -> default) and implement ``forward``."""
+
+    #: option name -> default; the config may set only these (``variants.<name>.<option>``)
+    options: ClassVar[Mapping[str, Any]] = {}
+    #: True where the variant approximates exact softmax attention (swappable into a softmax model)
+    approximates_softmax: ClassVar[bool] = False
+
+    def __init__(self, n_head: int, head_dim: int, **options: Any) -> None:
+        super().__init__()
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ValueError(
+                f"attention {type(self).__name__}: unknown option(s) {sorted(unknown)}; "
+                f"known are: {sorted(self.options)}"
+            )
+        self.n_head = n_head
+        self.head_dim = head_dim
+        self.opts: dict[str, Any] = {**self.options, **options}
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+ATTENTION: Registry[type[Attention]] = Registry("attention variant")
+
+
+def build_attention(
+    name: str, n_head: int, head_dim: int, options: Mapping[str, Any] | None = None
+) -> Attention:
+    return ATTENTION.get(name)(n_head, head_dim, **dict(options or {}))

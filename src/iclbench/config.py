@@ -1,0 +1,221 @@
+"""The experiment's configuration as frozen dataclasses, checked strictly.
+
+A value travels one way: ``config/config.yaml`` -> JSON schema (``config/schema.yaml``, types and
+unknown keys) -> :func:`check` (registry names and cross-field rules) -> plain dicts in a rule's
+``params:`` -> the ``*.from_dict`` constructors here, inside the job. Every error names the config
+key at fault. The schema has no defaults; the only defaults are the per-entry ``options`` of the
+registered tasks, attention variants, baselines and figures, which live beside their code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from iclbench.curriculum import Schedule
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+
+def _schedule(raw: Mapping[str, Any], end: int, where: str) -> Schedule:
+    try:
+        return Schedule(int(raw["start"]), end, int(raw["inc"]), int(raw["interval"]))
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str
+    n_points: int
+    points: Schedule
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, raw: Mapping[str, Any]) -> TaskConfig:
+        n_points = int(raw["n_points"])
+        where = f"tasks.{name}.points_curriculum"
+        return cls(name, n_points, _schedule(raw["points_curriculum"], n_points, where),
+                   dict(raw.get("options") or {}))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_embd: int
+    n_layer: int
+    n_head: int
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ModelConfig:
+        cfg = cls(int(raw["n_embd"]), int(raw["n_layer"]), int(raw["n_head"]))
+        if cfg.n_embd % cfg.n_head:
+            raise ConfigError(
+                f"model.n_embd ({cfg.n_embd}) must be divisible by model.n_head ({cfg.n_head})"
+            )
+        return cfg
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    grad_clip: float
+    log_every: int
+    dims_curriculum: Mapping[str, int]
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TrainConfig:
+        return cls(int(raw["steps"]), int(raw["batch_size"]), float(raw["lr"]),
+                   int(raw["warmup_steps"]), float(raw["grad_clip"]), int(raw["log_every"]),
+                   dict(raw["dims_curriculum"]))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n_prompts: int
+    batch_size: int
+    bootstrap: int
+    confidence: float
+    seed: int
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> EvalConfig:
+        cfg = cls(int(raw["n_prompts"]), int(raw["batch_size"]), int(raw["bootstrap"]),
+                  float(raw["confidence"]), int(raw["seed"]))
+        if not 0.0 < cfg.confidence < 1.0:
+            raise ConfigError(f"eval.confidence must lie in (0, 1), got {cfg.confidence}")
+        return cfg
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, checked configuration."""
+
+    seeds: tuple[int, ...]
+    n_dims: int
+    device: str
+    threads: int
+    tasks: Mapping[str, TaskConfig]
+    variants: Mapping[str, Mapping[str, Any]]
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    baselines: Mapping[str, Mapping[str, Any]]
+    figures: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Config:
+        return check(raw)
+
+
+def _options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(raw or {})
+
+
+def check(raw: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from a schema-valid dict, checking names and cross-field rules.
+
+    Raises :class:`ConfigError` naming the key. Every registry entry is built once here, so an
+    unknown option of a task, variant, baseline or figure fails before any job runs.
+    """
+    # imported here: registries pull in torch modules that the schema check alone does not need
+    from iclbench.attention import ATTENTION, build_attention
+    from iclbench.baselines import BASELINES
+    from iclbench.figures import FIGURES
+    from iclbench.tasks import TASKS, build_task
+
+    try:
+        n_dims = int(raw["n_dims"])
+        tasks = {name: TaskConfig.from_dict(name, t) for name, t in raw["tasks"].items()}
+        model = ModelConfig.from_dict(raw["model"])
+        train = TrainConfig.from_dict(raw["train"])
+        cfg = Config(
+            seeds=tuple(int(s) for s in raw["seeds"]),
+            n_dims=n_dims,
+            device=str(raw["device"]),
+            threads=int(raw["threads"]),
+            tasks=tasks,
+            variants={k: _options(v) for k, v in raw["variants"].items()},
+            model=model,
+            train=train,
+            eval=EvalConfig.from_dict(raw["eval"]),
+            baselines={k: _options(v) for k, v in raw["baselines"].items()},
+            figures={k: _options(v) for k, v in raw["figures"].items()},
+        )
+    except KeyError as err:
+        raise ConfigError(f"missing config key {err}") from None
+
+    TASKS.check(cfg.tasks, "tasks")
+    ATTENTION.check(cfg.variants, "variants")
+    BASELINES.check(cfg.baselines, "baselines")
+    FIGURES.check(cfg.figures, "figures")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds: duplicate seeds in {list(cfg.seeds)}")
+    _check_device(cfg.device)
+    _schedule(train.dims_curriculum, n_dims, "train.dims_curriculum")
+    for name, task in cfg.tasks.items():
+        _wrap(lambda: build_task(name, n_dims, task.options), f"tasks.{name}.options")
+    head_dim = model.n_embd // model.n_head
+    for name, opts in cfg.variants.items():
+        _wrap(lambda: build_attention(name, model.n_head, head_dim, opts), f"variants.{name}")
+    for name, opts in cfg.baselines.items():
+        _wrap(lambda: BASELINES.get(name).check_options(opts), f"baselines.{name}")
+    for name, opts in cfg.figures.items():
+        _wrap(lambda: FIGURES.get(name).check_options(opts), f"figures.{name}")
+    return cfg
+
+
+def _wrap(build: Any, where: str) -> None:
+    try:
+        build()
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _check_device(device: str) -> None:
+    if device == "auto":
+        return
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device: {device!r} is not a torch device (use auto, cpu, cuda, cuda:N)") from None
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r} asked for, but CUDA is not available here")
+    return resolved
+
+
+def load(path: str | Path, schema: str | Path | None = None) -> Config:
+    """Read, schema-validate and check a config file (the schema defaults to config/schema.yaml)."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text())
+    schema_path = Path(schema) if schema else path.parent / "schema.yaml"
+    validate_schema(raw, yaml.safe_load(schema_path.read_text()), source=str(path))
+    return check(raw)
+
+
+def validate_schema(raw: Any, schema: Mapping[str, Any], source: str = "config") -> None:
+    """JSON-schema validation (draft 2020-12) with an error that names the key."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"{source}: config key {key}: {err.message}")

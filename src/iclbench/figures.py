@@ -1,0 +1,125 @@
+"""Registered figures: each a function from the aggregated tables to a matplotlib figure.
+
+A figure declares its options (name -> default; the config's ``figures.<name>`` may set only
+these), the summary tables it reads, and a caption for the Snakemake report. Figures read only the
+aggregated tables under ``results/summary/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from iclbench.registry import Registry
+
+if TYPE_CHECKING:  # plotting libraries load only when a figure is drawn
+    import pandas as pd
+    from matplotlib.figure import Figure as MplFigure
+
+Draw = Callable[["Mapping[str, pd.DataFrame]", Mapping[str, Any]], "MplFigure"]
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@dataclass(frozen=True)
+class Figure:
+    draw: Draw
+    options: Mapping[str, Any]
+    tables: tuple[str, ...]
+    caption: str
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {sorted(unknown)}; known are: {sorted(self.options)}"
+            )
+
+    def render(self, tables: Mapping[str, pd.DataFrame], options: Mapping[str, Any]) -> MplFigure:
+        self.check_options(options)
+        return self.draw(tables, {**self.options, **options})
+
+
+FIGURES: Registry[Figure] = Registry("figure")
+
+
+def figure(name: str, options: Mapping[str, Any], tables: tuple[str, ...], caption: str):  # type: ignore[no-untyped-def]
+    """Decorator registering ``draw`` as figure ``name``."""
+
+    def decorate(draw: Draw) -> Draw:
+        FIGURES.register(name)(Figure(draw, dict(options), tables, caption))
+        return draw
+
+    return decorate
+
+
+def save_figure(fig: MplFigure, pdf: str, png: str, dpi: int) -> None:
+    """Write the figure as PDF and PNG (atomically) and close it."""
+    from iclbench.results import write_with
+
+    # fixed metadata so the same data gives the same PDF bytes
+    write_with(lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}), pdf)
+    write_with(lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), png)
+    _pyplot().close(fig)
+
+
+@figure(
+    "icl_curves",
+    options={"log_y": False, "ood": "none", "panel_width": 3.6, "panel_height": 3.0, "dpi": 150,
+             "ymax": 1.5},
+    tables=("icl_errors",),
+    caption=(
+        "In-context learning curves: normalised squared error (1 = always predicting 0) against "
+        "the number of in-context examples, one panel per task, for each trained transformer "
+        "variant (mean over seeds) and each baseline, with bootstrap intervals over prompts."
+    ),
+)
+def icl_curves(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
+    import seaborn as sns
+
+    plt = _pyplot()
+    df = tables["icl_errors"]
+    df = df[df["ood"] == opts["ood"]]
+    if df.empty:
+        raise ValueError(f"figures.icl_curves: no rows with ood == {opts['ood']!r}")
+    df = df.assign(label=df["model"].where(df["mode"] != "swapped", df["model"] + " (swapped)"))
+    # seeds: average the mean and the interval ends over seeds
+    curves = (df.groupby(["task", "label", "kind", "n_examples"], as_index=False)
+              [["error", "error_lo", "error_hi"]].mean())
+    tasks = list(dict.fromkeys(df["task"]))
+    labels = sorted(curves["label"].unique(), key=lambda m: (m not in set(df.loc[df.kind == "transformer", "label"]), m))
+    palette = dict(zip(labels, sns.color_palette("tab10", len(labels))))
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, len(tasks), squeeze=False,
+                             figsize=(opts["panel_width"] * len(tasks), opts["panel_height"]))
+    for ax, task in zip(axes[0], tasks):
+        sub = curves[curves["task"] == task]
+        for label in labels:
+            c = sub[sub["label"] == label]
+            if c.empty:
+                continue
+            style = "-" if (c["kind"] == "transformer").all() else "--"
+            ax.plot(c["n_examples"], c["error"], style, color=palette[label], label=label, lw=1.5)
+            ax.fill_between(c["n_examples"], c["error_lo"], c["error_hi"], color=palette[label],
+                            alpha=0.2, lw=0)
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_title(task.replace("_", " "))
+        ax.set_xlabel("in-context examples")
+        if opts["log_y"]:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, opts["ymax"])
+    axes[0][0].set_ylabel("squared error / Var(y)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig

@@ -1,0 +1,134 @@
+"""One function per Snakemake rule: plain dicts from ``params:`` in, files out.
+
+The scripts under ``workflow/scripts`` only unpack ``snakemake`` and call these, so every job can
+be run and tested without Snakemake. Each job writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from iclbench.config import EvalConfig, ModelConfig, TaskConfig, TrainConfig, resolve_device
+from iclbench.curriculum import Schedule
+from iclbench.evaluate import evaluate, load_prompts, make_prompts, model_predictor, save_prompts
+from iclbench.model import ModelSpec, load_model, save_model
+from iclbench.results import ICL_ERRORS, read_parquet, tidy, write_json, write_parquet
+from iclbench.tasks import build_task
+
+log = logging.getLogger("iclbench")
+
+
+def _task(name: str, raw: Mapping[str, Any], n_dims: int) -> tuple[TaskConfig, Any]:
+    cfg = TaskConfig.from_dict(name, raw)
+    return cfg, build_task(name, n_dims, cfg.options)
+
+
+def sample_eval_prompts(
+    task: str, task_cfg: Mapping[str, Any], n_dims: int, eval_cfg: Mapping[str, Any], ood: str,
+    output: str | Path,
+) -> None:
+    if ood != "none":
+        raise ValueError(f"unknown OOD setting {ood!r}; known are: none")
+    cfg, fn_class = _task(task, task_cfg, n_dims)
+    ev = EvalConfig.from_dict(eval_cfg)
+    prompts = make_prompts(fn_class, task, ev.n_prompts, cfg.n_points, ev.seed)
+    save_prompts(prompts, output)
+    log.info("wrote %d prompts of %d points for %s to %s", ev.n_prompts, cfg.n_points, task, output)
+
+
+def train_model(
+    task: str, variant: str, seed: int, params: Mapping[str, Any], threads: int,
+    model_path: str | Path, config_path: str | Path, log_path: str | Path,
+) -> None:
+    """Train one (task, variant, seed) model; ``params`` holds the config sections it uses."""
+    torch.set_num_threads(threads)
+    n_dims = int(params["n_dims"])
+    cfg, fn_class = _task(task, params["task"], n_dims)
+    model_cfg = ModelConfig.from_dict(params["model"])
+    tc = TrainConfig.from_dict(params["train"])
+    dims = Schedule(int(tc.dims_curriculum["start"]), n_dims, int(tc.dims_curriculum["inc"]),
+                    int(tc.dims_curriculum["interval"]))
+    from iclbench.train import TrainSpec
+
+    spec = TrainSpec(tc.steps, tc.batch_size, tc.lr, tc.warmup_steps, dims, cfg.points,
+                     tc.log_every, tc.grad_clip)
+    model_spec = ModelSpec(n_dims, 2 * cfg.n_points, model_cfg.n_embd, model_cfg.n_layer,
+                           model_cfg.n_head, variant, dict(params["variant_options"]))
+    device = resolve_device(str(params["device"]))
+    log.info("training %s/%s seed %d on %s with %d threads", task, variant, seed, device, threads)
+    from iclbench.train import TrainSpec, train
+
+    model, table = train(fn_class, model_spec, spec, seed, task, device)
+    write_parquet(table.assign(task=task, variant=variant, seed=seed), log_path)
+    save_model(model, model_path, {"task": task, "variant": variant, "seed": str(seed)})
+    write_json({"task": task, "variant": variant, "seed": seed, "device": str(device),
+                "threads": threads, "torch_version": torch.__version__,
+                "python": platform.python_version(), "params": dict(params)}, config_path)
+    log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], tc.steps)
+
+
+def evaluate_model(
+    task: str, variant: str, mode: str, seed: int, params: Mapping[str, Any], threads: int,
+    model_path: str | Path, prompt_paths: Sequence[str | Path], output: str | Path,
+) -> None:
+    """Score a trained model (``mode=trained``) or a softmax model with ``variant`` swapped in."""
+    torch.set_num_threads(threads)
+    device = resolve_device(str(params["device"]))
+    ev = EvalConfig.from_dict(params["eval"])
+    model = load_model(model_path, device)
+    if mode == "swapped":
+        model.set_attention(variant, params["variant_options"])
+    elif mode != "trained":
+        raise ValueError(f"unknown mode {mode!r}; known are: trained, swapped")
+    labels = {"model": variant, "kind": "transformer", "mode": mode, "seed": seed,
+              "device": str(device)}
+    frames = [evaluate(model_predictor(model, device), load_prompts(p), labels, ev.bootstrap,
+                       ev.confidence, ev.seed, ev.batch_size) for p in prompt_paths]
+    write_parquet(pd.concat(frames, ignore_index=True), output)
+
+
+def evaluate_baseline(
+    task: str, baseline: str, params: Mapping[str, Any], threads: int,
+    prompt_paths: Sequence[str | Path], output: str | Path,
+) -> None:
+    from iclbench.baselines import BASELINES, build_baseline
+
+    torch.set_num_threads(threads)
+    ev = EvalConfig.from_dict(params["eval"])
+    if not BASELINES.get(baseline).applies_to(task):
+        raise ValueError(f"baseline {baseline!r} does not apply to task {task!r}")
+    model = build_baseline(baseline, params["options"])
+    labels = {"model": baseline, "kind": "baseline", "mode": "baseline", "seed": pd.NA,
+              "device": "cpu"}
+    frames = [evaluate(model.predict, load_prompts(p), labels, ev.bootstrap, ev.confidence,
+                       ev.seed, ev.n_prompts) for p in prompt_paths]
+    write_parquet(pd.concat(frames, ignore_index=True), output)
+
+
+def aggregate_results(inputs: Sequence[str | Path], output: str | Path) -> None:
+    """Concatenate per-job tables into one tidy, sorted table."""
+    frames = [read_parquet(p) for p in inputs]
+    if not frames:
+        raise ValueError("aggregate_results: no evaluation tables to aggregate")
+    df = pd.concat(frames, ignore_index=True)
+    keys = ["task", "kind", "model", "mode", "seed", "ood", "ood_level", "n_examples"]
+    df = df.sort_values(keys, na_position="first", kind="stable")
+    write_parquet(tidy(df, ICL_ERRORS), output)
+
+
+def plot_figure(
+    name: str, options: Mapping[str, Any], tables: Mapping[str, str | Path], pdf: str, png: str,
+) -> None:
+    from iclbench.figures import FIGURES, save_figure
+
+    fig_def = FIGURES.get(name)
+    data = {t: read_parquet(tables[t]) for t in fig_def.tables}
+    fig = fig_def.render(data, options)
+    save_figure(fig, pdf, png, dpi=int({**fig_def.options, **options}.get("dpi", 150)))

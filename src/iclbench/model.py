@@ -1,0 +1,161 @@
+"""A GPT-2-style causal decoder for in-context regression (Garg et al. 2022, section 3).
+
+Pre-LayerNorm blocks, a GELU MLP of width 4x, learned absolute positions, no dropout. A prompt
+``(x_1, y_1, ..., x_k, y_k)`` becomes 2k tokens: ``x_i`` and ``[y_i, 0, ..., 0]`` (y zero-padded to
+d), read in by one ``Linear(d, n_embd)``; the read-out ``Linear(n_embd, 1)`` at the ``x_i`` tokens
+predicts ``y_i`` from the prefix ending at ``x_i``. How queries meet keys is a pluggable
+:class:`~iclbench.attention.Attention` from the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor, nn
+
+from iclbench.attention import build_attention
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that fixes the decoder's shape and its attention."""
+
+    n_dims: int
+    n_positions: int  # tokens, i.e. 2 * points
+    n_embd: int
+    n_layer: int
+    n_head: int
+    attention: str = "softmax"
+    attention_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
+            )
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.n_head = spec.n_head
+        self.c_attn = nn.Linear(spec.n_embd, 3 * spec.n_embd)
+        self.c_proj = nn.Linear(spec.n_embd, spec.n_embd)
+        self.core = build_attention(
+            spec.attention, spec.n_head, spec.n_embd // spec.n_head, spec.attention_options
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = self.core(q, k, v)  # (B, nh, T, hs)
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(spec.n_embd)
+        self.attn = SelfAttention(spec)
+        self.ln_2 = nn.LayerNorm(spec.n_embd)
+        self.mlp = nn.Sequential(
+            nn.Linear(spec.n_embd, 4 * spec.n_embd),
+            nn.GELU(),
+            nn.Linear(4 * spec.n_embd, spec.n_embd),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+def interleave(xs: Tensor, ys: Tensor) -> Tensor:
+    """Tokens ``(x_1, [y_1, 0..], x_2, ...)`` of shape (B, 2n, d) from xs (B, n, d) and ys (B, n)."""
+    B, n, d = xs.shape
+    ys_wide = torch.zeros_like(xs)
+    ys_wide[..., 0] = ys
+    return torch.stack((xs, ys_wide), dim=2).view(B, 2 * n, d)
+
+
+class Decoder(nn.Module):
+    def __init__(self, spec: ModelSpec, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.read_in = nn.Linear(spec.n_dims, spec.n_embd)
+        self.wpe = nn.Embedding(spec.n_positions, spec.n_embd)
+        self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.n_layer))
+        self.ln_f = nn.LayerNorm(spec.n_embd)
+        self.read_out = nn.Linear(spec.n_embd, 1)
+        self._init_weights(generator)
+
+    @torch.no_grad()
+    def _init_weights(self, generator: torch.Generator | None) -> None:
+        # GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif "ln" in name:
+                nn.init.ones_(p)
+            else:
+                std = 0.02
+                if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
+                    std /= math.sqrt(2 * self.spec.n_layer)
+                nn.init.normal_(p, mean=0.0, std=std, generator=generator)
+
+    def set_attention(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        """Swap every layer's attention for another registered variant (no retraining)."""
+        head_dim = self.spec.n_embd // self.spec.n_head
+        for block in self.blocks:
+            device = block.attn.c_attn.weight.device
+            block.attn.core = build_attention(name, self.spec.n_head, head_dim, options).to(device)
+
+    def hidden(self, tokens: Tensor) -> Tensor:
+        """The final hidden states (B, T, n_embd) of tokens (B, T, d)."""
+        T = tokens.shape[1]
+        if T > self.spec.n_positions:
+            raise ValueError(
+                f"prompt of {T} tokens exceeds the model's {self.spec.n_positions} positions"
+            )
+        pos = torch.arange(T, device=tokens.device)
+        h = self.read_in(tokens) + self.wpe(pos)
+        for block in self.blocks:
+            h = block(h)
+        return self.ln_f(h)
+
+    def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """Predictions (B, n) of ``y_i`` from ``x_1, y_1, ..., x_i`` for every i."""
+        h = self.hidden(interleave(xs, ys))
+        return self.read_out(h[:, ::2]).squeeze(-1)
+
+
+def save_model(model: Decoder, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
+    """Write the weights with safetensors (atomically); the spec travels in the metadata."""
+    from iclbench.results import write_with
+
+    spec = model.spec
+    meta = {"spec": json.dumps({**asdict(spec), "attention_options": dict(spec.attention_options)}),
+            **dict(metadata or {})}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> Decoder:
+    """Rebuild a :class:`Decoder` from a safetensors file (no pickle); raises naming the file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            spec = ModelSpec(**json.loads((f.metadata() or {})["spec"]))
+        state = load_file(str(path))
+        model = Decoder(spec)
+        model.load_state_dict(state)
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a valid model file ({err})") from None
+    return model.to(device).eval()

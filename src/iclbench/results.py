@@ -1,0 +1,88 @@
+"""Result files: the Parquet schemas and atomic writers.
+
+Every writer writes to a temporary file in the destination folder and renames it into place, so a
+killed job never leaves a half-written output. Parquet tables are written without the pandas index
+and with a fixed column order and dtypes, so the same rows give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+#: ``icl_errors`` columns: one row per (task, model, mode, seed, ood, ood_level, n_examples)
+ICL_ERRORS: dict[str, str] = {
+    "task": "string",  # registry name of the function class
+    "model": "string",  # variant name for a transformer, baseline name otherwise
+    "kind": "string",  # "transformer" or "baseline"
+    "mode": "string",  # "trained", "swapped" (variant put into a softmax model), "baseline"
+    "seed": "Int64",  # training seed; <NA> for baselines, which are not trained
+    "ood": "string",  # "none" in distribution, else the OOD setting's name
+    "ood_level": "float64",  # the setting's level (0 for none)
+    "n_examples": "int64",  # in-context examples before the query
+    "error": "float64",  # mean squared error divided by `norm`
+    "error_lo": "float64",  # bootstrap interval, lower end
+    "error_hi": "float64",  # bootstrap interval, upper end
+    "confidence": "float64",  # the interval's coverage (0.9 -> 5th to 95th percentile)
+    "norm": "float64",  # what the squared error was divided by (Var(y) in distribution)
+    "n_prompts": "int64",  # prompts averaged
+    "device": "string",
+    "torch_version": "string",
+}
+
+
+def tidy(df: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
+    """Columns in schema order with schema dtypes; raises naming any missing column."""
+    missing = [c for c in schema if c not in df.columns]
+    if missing:
+        raise ValueError(f"table lacks column(s) {missing}")
+    return df[list(schema)].astype(dict(schema)).reset_index(drop=True)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """Read a Parquet file; a truncated or corrupt file raises naming the file."""
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as err:
+        raise ValueError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_with(writer: Callable[[Path], None], path: str | Path) -> None:
+    """Run ``writer(tmp_path)`` and rename the result onto ``path``."""
+    with atomic_path(path) as tmp:
+        writer(tmp)

@@ -1,0 +1,83 @@
+"""The function-class interface shared by every task (Garg et al. 2022, section 2).
+
+A task separates *functions* from *inputs*: ``sample_functions`` draws one function per prompt (its
+parameters as a dict of tensors, so they can be stored with safetensors) and ``evaluate`` applies
+them to inputs. Input sampling lives in :func:`sample_inputs`, so an out-of-distribution transform
+can change the inputs without touching the function.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from iclbench.registry import Registry
+
+FunctionParams = dict[str, Tensor]
+
+
+class Task(ABC):
+    """A function class over ``n_dims``-dimensional inputs with scalar outputs."""
+
+    #: option name -> default; the config may set only these (``tasks.<name>.<option>``)
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, n_dims: int, **options: Any) -> None:
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ValueError(
+                f"task {type(self).__name__}: unknown option(s) {sorted(unknown)}; "
+                f"known are: {sorted(self.options)}"
+            )
+        self.n_dims = n_dims
+        self.opts: dict[str, Any] = {**self.options, **options}
+
+    @abstractmethod
+    def sample_functions(
+        self, batch_size: int, active_dims: int, generator: torch.Generator
+    ) -> FunctionParams:
+        """Draw ``batch_size`` functions that depend only on the first ``active_dims`` inputs."""
+
+    @abstractmethod
+    def evaluate(self, params: FunctionParams, xs: Tensor) -> Tensor:
+        """Apply the functions to inputs ``xs`` (B, n, d); returns ``ys`` (B, n)."""
+
+    @property
+    @abstractmethod
+    def normaliser(self) -> float:
+        """Var(y) in distribution: the squared error of always predicting 0 (SPEC section 1)."""
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def build_task(name: str, n_dims: int, options: Mapping[str, Any] | None = None) -> Task:
+    return TASKS.get(name)(n_dims, **dict(options or {}))
+
+
+def sample_inputs(
+    batch_size: int, n_points: int, n_dims: int, active_dims: int, generator: torch.Generator
+) -> Tensor:
+    """Inputs ``x ~ N(0, I_d)`` with coordinates ``>= active_dims`` zeroed (curriculum); (B, n, d)."""
+    xs = torch.randn(batch_size, n_points, n_dims, generator=generator)
+    if active_dims < n_dims:
+        xs[..., active_dims:] = 0.0
+    return xs
+
+
+def sample_prompts(
+    task: Task,
+    batch_size: int,
+    n_points: int,
+    generator: torch.Generator,
+    active_dims: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Fresh prompts ``(xs, ys)`` of shapes (B, n, d) and (B, n) from one generator."""
+    active = task.n_dims if active_dims is None else active_dims
+    params = task.sample_functions(batch_size, active, generator)
+    xs = sample_inputs(batch_size, n_points, task.n_dims, active, generator)
+    return xs, task.evaluate(params, xs)

@@ -1,0 +1,43 @@
+"""Two-layer ReLU networks (Garg et al. 2022, section 5; SPEC section 1).
+
+``y = sqrt(2 / r) * sum_j a_j relu(w_j . x)`` with ``w_j ~ N(0, I_d)``, ``a_j ~ N(0, 1)`` and
+``r = hidden`` units (100 as in the paper; the reference code's default of 4 was a drift), so that
+``Var(y) = d`` in distribution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from iclbench.tasks.base import TASKS, FunctionParams, Task
+
+
+@TASKS.register("relu_2nn")
+class Relu2NN(Task):
+    options = {"hidden": 100}
+
+    def __init__(self, n_dims: int, **options: object) -> None:
+        super().__init__(n_dims, **options)
+        if int(self.opts["hidden"]) < 1:
+            raise ValueError(f"tasks.relu_2nn.hidden must be >= 1, got {self.opts['hidden']}")
+
+    def sample_functions(
+        self, batch_size: int, active_dims: int, generator: torch.Generator
+    ) -> FunctionParams:
+        r = int(self.opts["hidden"])
+        w1 = torch.randn(batch_size, self.n_dims, r, generator=generator)
+        w1[:, active_dims:, :] = 0.0
+        w2 = torch.randn(batch_size, r, generator=generator)
+        return {"w1": w1, "w2": w2}
+
+    def evaluate(self, params: FunctionParams, xs: Tensor) -> Tensor:
+        r = params["w2"].shape[1]
+        hidden = torch.relu(torch.bmm(xs, params["w1"]))  # (B, n, r)
+        return math.sqrt(2.0 / r) * torch.einsum("bnr,br->bn", hidden, params["w2"])
+
+    @property
+    def normaliser(self) -> float:
+        return float(self.n_dims)

@@ -1,0 +1,51 @@
+# Validation and target lists. The config is checked (schema, then registry names and cross-field
+# rules) when the DAG is built, so a bad config fails before any job runs.
+from iclbench.baselines import BASELINES
+from iclbench.config import check, validate_schema
+import yaml
+
+
+validate_schema(
+    config,
+    yaml.safe_load(open(workflow.source_path("../../config/schema.yaml"))),
+    source="config",
+)
+CFG = check(config)
+
+TASKS = list(config["tasks"])
+VARIANTS = list(config["variants"])
+SEEDS = [int(s) for s in config["seeds"]]
+FIGURES = list(config["figures"])
+OODS = ["none"]
+
+
+wildcard_constraints:
+    task="[a-z0-9_]+",
+    variant="[a-z0-9_]+",
+    baseline="[a-z0-9_]+",
+    figure="[a-z0-9_]+",
+    ood="[a-z0-9_]+",
+    mode="trained|swapped",
+    seed=r"\d+",
+
+
+def baseline_pairs():
+    """(task, baseline) pairs: each baseline on the tasks it applies to."""
+    return [
+        (t, b) for t in TASKS for b in config["baselines"] if BASELINES.get(b).applies_to(t)
+    ]
+
+
+def eval_tables():
+    models = expand(
+        "results/eval/{task}/{variant}-trained-seed{seed}.parquet",
+        task=TASKS,
+        variant=VARIANTS,
+        seed=SEEDS,
+    )
+    baselines = [f"results/eval/{t}/baseline-{b}.parquet" for t, b in baseline_pairs()]
+    return models + baselines
+
+
+def eval_prompt_files(wildcards):
+    return expand("results/data/{task}/{ood}.safetensors", task=wildcards.task, ood=OODS)

@@ -1,0 +1,24 @@
+rule train_model:
+    output:
+        model="results/models/{task}/{variant}/seed{seed}/model.safetensors",
+        config="results/models/{task}/{variant}/seed{seed}/config.json",
+        train_log="results/models/{task}/{variant}/seed{seed}/train_log.parquet",
+    params:
+        job=lambda wc: {
+            "task": config["tasks"][wc.task],
+            "n_dims": config["n_dims"],
+            "model": config["model"],
+            "train": config["train"],
+            "variant_options": config["variants"][wc.variant],
+            "device": config["device"],
+        },
+    threads: config["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    log:
+        "logs/train_model/{task}/{variant}/seed{seed}.log",
+    conda:
+        "../../envs/iclbench.yaml"
+    script:
+        "../scripts/train_model.py"
