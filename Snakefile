@@ -23,8 +23,8 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         "results/summary/icl_errors.parquet",
         expand("results/figures/{figure}.pdf", figure=FIGURES),
         expand("results/figures/{figure}.png", figure=FIGURES),
-    default_target: True

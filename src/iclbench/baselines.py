@@ -67,7 +67,8 @@ class Averaging(Baseline):
 
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         products = xs * ys[..., None]  # (P, n, d)
-        sums = products.cumsum(dim=1) - products  # sum over j < i
+        # exclusive prefix sums (over j < i), so y_i never enters the prediction at i
+        sums = torch.cat([torch.zeros_like(products[:, :1]), products[:, :-1].cumsum(dim=1)], dim=1)
         counts = torch.arange(xs.shape[1], dtype=xs.dtype).clamp(min=1)[None, :, None]
         return ((sums / counts) * xs).sum(-1)
 

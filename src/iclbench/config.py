@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from iclbench.curriculum import Schedule
+from iclbench.registry import UnknownNameError
 
 
 class ConfigError(ValueError):
@@ -154,10 +155,13 @@ def check(raw: Mapping[str, Any]) -> Config:
     except KeyError as err:
         raise ConfigError(f"missing config key {err}") from None
 
-    TASKS.check(cfg.tasks, "tasks")
-    ATTENTION.check(cfg.variants, "variants")
-    BASELINES.check(cfg.baselines, "baselines")
-    FIGURES.check(cfg.figures, "figures")
+    try:
+        TASKS.check(cfg.tasks, "tasks")
+        ATTENTION.check(cfg.variants, "variants")
+        BASELINES.check(cfg.baselines, "baselines")
+        FIGURES.check(cfg.figures, "figures")
+    except UnknownNameError as err:
+        raise ConfigError(str(err)) from None
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: duplicate seeds in {list(cfg.seeds)}")
     _check_device(cfg.device)

@@ -49,7 +49,10 @@ def make_prompts(task: Task, task_name: str, n_prompts: int, n_points: int, seed
 
 
 def save_prompts(prompts: PromptSet, path: str | Path) -> None:
-    meta = {"task": prompts.task, "ood": prompts.ood, "levels": json.dumps(list(prompts.levels))}
+    # one metadata key: safetensors writes metadata in hash order, so several keys are not
+    # byte-stable across processes
+    meta = {"iclbench": json.dumps({"task": prompts.task, "ood": prompts.ood,
+                                    "levels": list(prompts.levels)}, sort_keys=True)}
     tensors = {"xs": prompts.xs.contiguous(), "ys": prompts.ys.contiguous(), "norm": prompts.norm}
     write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)
 
@@ -57,9 +60,9 @@ def save_prompts(prompts: PromptSet, path: str | Path) -> None:
 def load_prompts(path: str | Path) -> PromptSet:
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            meta = json.loads((f.metadata() or {})["iclbench"])
         tensors = load_file(str(path))
-        return PromptSet(meta["task"], meta["ood"], tuple(json.loads(meta["levels"])),
+        return PromptSet(meta["task"], meta["ood"], tuple(meta["levels"]),
                          tensors["xs"], tensors["ys"], tensors["norm"])
     except (SafetensorError, OSError, KeyError, ValueError) as err:
         raise ValueError(f"{path}: not a valid prompt file ({err})") from None

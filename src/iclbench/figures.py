@@ -123,3 +123,49 @@ def icl_curves(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> M
                bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
+
+
+@figure(
+    "errors_at_k",
+    options={"n_examples": -1, "ood": "none", "width": 7.0, "height": 3.2, "dpi": 150},
+    tables=("icl_errors",),
+    caption=(
+        "Normalised squared error at a fixed number of in-context examples (option n_examples; "
+        "-1 means the last position of each task's prompt), per task and model, with bootstrap "
+        "intervals; transformers averaged over seeds."
+    ),
+)
+def errors_at_k(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
+    import seaborn as sns
+
+    plt = _pyplot()
+    df = tables["icl_errors"]
+    df = df[df["ood"] == opts["ood"]]
+    if df.empty:
+        raise ValueError(f"figures.errors_at_k: no rows with ood == {opts['ood']!r}")
+    k = int(opts["n_examples"])
+    last = df.groupby("task")["n_examples"].transform("max")
+    df = df[df["n_examples"] == (last if k < 0 else k)]
+    if df.empty:
+        raise ValueError(f"figures.errors_at_k: no rows with n_examples == {k}")
+    df = df.assign(label=df["model"].where(df["mode"] != "swapped", df["model"] + " (swapped)"))
+    bars = df.groupby(["task", "label"], as_index=False)[["error", "error_lo", "error_hi"]].mean()
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(opts["width"], opts["height"]))
+    tasks = list(dict.fromkeys(df["task"]))
+    labels = sorted(bars["label"].unique())
+    sns.barplot(data=bars, x="task", y="error", hue="label", order=tasks, hue_order=labels, ax=ax,
+                errorbar=None)
+    # each bar's bootstrap interval, drawn through the bar's centre
+    for container, label in zip(ax.containers, labels):
+        rows = bars[bars["label"] == label].set_index("task").reindex(tasks)
+        for bar, (_, row) in zip(container, rows.iterrows()):
+            if row.notna().all():
+                x = bar.get_x() + bar.get_width() / 2
+                ax.plot([x, x], [row["error_lo"], row["error_hi"]], color="black", lw=0.8)
+    ax.set_xlabel("")
+    ax.set_ylabel("squared error / Var(y)")
+    ax.set_title("last position" if k < 0 else f"{k} in-context examples")
+    ax.legend(frameon=False, fontsize="small", ncol=2)
+    fig.tight_layout()
+    return fig

@@ -142,8 +142,11 @@ def save_model(model: Decoder, path: str | Path, metadata: Mapping[str, str] | N
     from iclbench.results import write_with
 
     spec = model.spec
-    meta = {"spec": json.dumps({**asdict(spec), "attention_options": dict(spec.attention_options)}),
+    # one metadata key: safetensors writes metadata in hash order, so several keys are not
+    # byte-stable across processes
+    info = {"spec": {**asdict(spec), "attention_options": dict(spec.attention_options)},
             **dict(metadata or {})}
+    meta = {"iclbench": json.dumps(info, sort_keys=True)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)
 
@@ -152,7 +155,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Decoder:
     """Rebuild a :class:`Decoder` from a safetensors file (no pickle); raises naming the file."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            spec = ModelSpec(**json.loads((f.metadata() or {})["spec"]))
+            spec = ModelSpec(**json.loads((f.metadata() or {})["iclbench"])["spec"])
         state = load_file(str(path))
         model = Decoder(spec)
         model.load_state_dict(state)

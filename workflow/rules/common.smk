@@ -1,9 +1,9 @@
 # Validation and target lists. The config is checked (schema, then registry names and cross-field
 # rules) when the DAG is built, so a bad config fails before any job runs.
 from iclbench.baselines import BASELINES
+from iclbench.figures import FIGURES as FIGURE_REGISTRY
 from iclbench.config import check, validate_schema
 import yaml
-
 
 validate_schema(
     config,
@@ -32,7 +32,10 @@ wildcard_constraints:
 def baseline_pairs():
     """(task, baseline) pairs: each baseline on the tasks it applies to."""
     return [
-        (t, b) for t in TASKS for b in config["baselines"] if BASELINES.get(b).applies_to(t)
+        (t, b)
+        for t in TASKS
+        for b in config["baselines"]
+        if BASELINES.get(b).applies_to(t)
     ]
 
 
@@ -48,4 +51,17 @@ def eval_tables():
 
 
 def eval_prompt_files(wildcards):
-    return expand("results/data/{task}/{ood}.safetensors", task=wildcards.task, ood=OODS)
+    return expand(
+        "results/data/{task}/{ood}.safetensors", task=wildcards.task, ood=OODS
+    )
+
+
+def model_to_evaluate(wildcards):
+    # a swapped run puts the variant's attention into the softmax-trained model
+    variant = wildcards.variant if wildcards.mode == "trained" else "softmax"
+    return f"results/models/{wildcards.task}/{variant}/seed{wildcards.seed}/model.safetensors"
+
+
+def figure_tables(wildcards):
+    tables = FIGURE_REGISTRY.get(wildcards.figure).tables
+    return {t: f"results/summary/{t}.parquet" for t in tables}

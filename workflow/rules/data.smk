@@ -1,13 +1,13 @@
 rule sample_eval_prompts:
     output:
         "results/data/{task}/{ood}.safetensors",
-    params:
-        task=lambda wc: config["tasks"][wc.task],
-        n_dims=config["n_dims"],
-        eval=config["eval"],
     log:
         "logs/sample_eval_prompts/{task}/{ood}.log",
     conda:
         "../../envs/iclbench.yaml"
+    params:
+        task=lambda wc: config["tasks"][wc.task],
+        n_dims=config["n_dims"],
+        eval=config["eval"],
     script:
         "../scripts/sample_eval_prompts.py"

@@ -3,6 +3,14 @@ rule train_model:
         model="results/models/{task}/{variant}/seed{seed}/model.safetensors",
         config="results/models/{task}/{variant}/seed{seed}/config.json",
         train_log="results/models/{task}/{variant}/seed{seed}/train_log.parquet",
+    log:
+        "logs/train_model/{task}/{variant}/seed{seed}.log",
+    conda:
+        "../../envs/iclbench.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=120,
     params:
         job=lambda wc: {
             "task": config["tasks"][wc.task],
@@ -12,13 +20,5 @@ rule train_model:
             "variant_options": config["variants"][wc.variant],
             "device": config["device"],
         },
-    threads: config["threads"]
-    resources:
-        mem_mb=2000,
-        runtime=120,
-    log:
-        "logs/train_model/{task}/{variant}/seed{seed}.log",
-    conda:
-        "../../envs/iclbench.yaml"
     script:
         "../scripts/train_model.py"

@@ -30,8 +30,7 @@ class Attention(nn.Module):
         unknown = set(options) - set(self.options)
         if unknown:
             raise ValueError(
-                f"attention {type(self).__name__}: unknown option(s) {sorted(unknown)}; "
-                f"known are: {sorted(self.options)}"
+                f"unknown option(s) {sorted(unknown)}; known are: {sorted(self.options)}"
             )
         self.n_head = n_head
         self.head_dim = head_dim

@@ -30,8 +30,7 @@ class Task(ABC):
         unknown = set(options) - set(self.options)
         if unknown:
             raise ValueError(
-                f"task {type(self).__name__}: unknown option(s) {sorted(unknown)}; "
-                f"known are: {sorted(self.options)}"
+                f"unknown option(s) {sorted(unknown)}; known are: {sorted(self.options)}"
             )
         self.n_dims = n_dims
         self.opts: dict[str, Any] = {**self.options, **options}

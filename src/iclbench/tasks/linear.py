@@ -39,7 +39,7 @@ class SparseLinearRegression(LinearRegression):
         super().__init__(n_dims, **options)
         if not 1 <= int(self.opts["sparsity"]) <= n_dims:
             raise ValueError(
-                f"tasks.sparse_linear_regression.sparsity must lie in [1, n_dims={n_dims}], "
+                f"sparsity must lie in [1, n_dims={n_dims}], "
                 f"got {self.opts['sparsity']}"
             )
 

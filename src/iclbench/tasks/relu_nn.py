@@ -22,7 +22,7 @@ class Relu2NN(Task):
     def __init__(self, n_dims: int, **options: object) -> None:
         super().__init__(n_dims, **options)
         if int(self.opts["hidden"]) < 1:
-            raise ValueError(f"tasks.relu_2nn.hidden must be >= 1, got {self.opts['hidden']}")
+            raise ValueError(f"hidden must be >= 1, got {self.opts['hidden']}")
 
     def sample_functions(
         self, batch_size: int, active_dims: int, generator: torch.Generator

@@ -20,7 +20,7 @@ class DecisionTree(Task):
     def __init__(self, n_dims: int, **options: object) -> None:
         super().__init__(n_dims, **options)
         if int(self.opts["depth"]) < 1:
-            raise ValueError(f"tasks.decision_tree.depth must be >= 1, got {self.opts['depth']}")
+            raise ValueError(f"depth must be >= 1, got {self.opts['depth']}")
 
     def sample_functions(
         self, batch_size: int, active_dims: int, generator: torch.Generator

@@ -1,0 +1,87 @@
+"""Bad configs fail with a message that names the key, before any job runs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from iclbench.config import ConfigError, check, load, validate_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+
+
+def validated(raw: dict[str, Any]) -> None:
+    validate_schema(raw, SCHEMA)
+    check(raw)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    cfg = load(ROOT / "config" / name)
+    assert "softmax" in cfg.variants and cfg.tasks
+
+
+def _set(raw: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        raw = raw[key]
+    raw[last] = value
+
+
+def _delete(raw: dict[str, Any], path: str) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        raw = raw[key]
+    del raw[last]
+
+
+BAD = [
+    # (path, value, text the error must contain)
+    ("trian", {}, "'trian' was unexpected"),
+    ("train.stepz", 10, "config key train: Additional properties are not allowed ('stepz'"),
+    ("train.steps", "many", "config key train.steps: 'many' is not of type 'integer'"),
+    ("train.steps", 0, "config key train.steps: 0 is less than the minimum of 1"),
+    ("train.batch_size", -4, "config key train.batch_size"),
+    ("model.n_head", 1.5, "config key model.n_head"),
+    ("model.n_head", 3, "model.n_embd (16) must be divisible by model.n_head (3)"),
+    ("seeds", [], "config key seeds"),
+    ("seeds", [0, 0], "seeds: duplicate"),
+    ("eval.confidence", 1.5, "config key eval.confidence"),
+    ("tasks.linear_regresion", None, "tasks: unknown task 'linear_regresion'; known are:"),
+    ("variants.sofmax", {}, "variants: unknown attention variant 'sofmax'; known are:"),
+    ("baselines.lasso_x", {}, "baselines: unknown baseline 'lasso_x'"),
+    ("figures.icl_curve", {}, "figures: unknown figure 'icl_curve'"),
+    ("figures.icl_curves.logy", True, "figures.icl_curves: unknown option(s) ['logy']"),
+    ("baselines.knn3.kk", 3, "baselines.knn3: unknown option(s) ['kk']"),
+    ("tasks.sparse_linear_regression.options", {"sparsty": 2},
+     "tasks.sparse_linear_regression.options: unknown option(s) ['sparsty']; known are: "
+     "['sparsity']"),
+    ("tasks.sparse_linear_regression.options", {"sparsity": 9},
+     "tasks.sparse_linear_regression.options: sparsity must lie in [1, n_dims=3], got 9"),
+    ("tasks.linear_regression.points_curriculum.start", 99,
+     "tasks.linear_regression.points_curriculum"),
+    ("device", "tpu", "device: 'tpu' is not a torch device"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[b[0] + "=" + str(b[1]) for b in BAD])
+def test_bad_config_names_the_key(smoke_config, path: str, value: Any, message: str) -> None:
+    raw = copy.deepcopy(smoke_config)
+    if path.startswith("tasks.linear_regresion"):
+        raw["tasks"]["linear_regresion"] = raw["tasks"].pop("linear_regression")
+    else:
+        _set(raw, path, value)
+    with pytest.raises(ConfigError) as err:
+        validated(raw)
+    assert message in str(err.value)
+
+
+def test_missing_key_is_named(smoke_config) -> None:
+    _delete(smoke_config, "eval.seed")
+    with pytest.raises(ConfigError, match="config key eval: 'seed' is a required property"):
+        validated(smoke_config)
