@@ -69,6 +69,7 @@ class TrainConfig:
     batch_size: int
     lr: float
     warmup_steps: int
+    lr_schedule: str
     grad_clip: float
     log_every: int
     dims_curriculum: Mapping[str, int]
@@ -76,8 +77,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TrainConfig:
         return cls(int(raw["steps"]), int(raw["batch_size"]), float(raw["lr"]),
-                   int(raw["warmup_steps"]), float(raw["grad_clip"]), int(raw["log_every"]),
-                   dict(raw["dims_curriculum"]))
+                   int(raw["warmup_steps"]), str(raw["lr_schedule"]), float(raw["grad_clip"]),
+                   int(raw["log_every"]), dict(raw["dims_curriculum"]))
 
 
 @dataclass(frozen=True)

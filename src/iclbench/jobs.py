@@ -57,7 +57,7 @@ def train_model(
                     int(tc.dims_curriculum["interval"]))
     from iclbench.train import TrainSpec
 
-    spec = TrainSpec(tc.steps, tc.batch_size, tc.lr, tc.warmup_steps, dims, cfg.points,
+    spec = TrainSpec(tc.steps, tc.batch_size, tc.lr, tc.warmup_steps, tc.lr_schedule, dims, cfg.points,
                      tc.log_every, tc.grad_clip)
     model_spec = ModelSpec(n_dims, 2 * cfg.n_points, model_cfg.n_embd, model_cfg.n_layer,
                            model_cfg.n_head, variant, dict(params["variant_options"]))

@@ -30,6 +30,7 @@ class TrainSpec:
     batch_size: int
     lr: float
     warmup_steps: int
+    lr_schedule: str  # "constant" (the paper's) or "cosine" (decay to 0 after warm-up)
     dims: Schedule
     points: Schedule
     log_every: int
@@ -40,10 +41,16 @@ class DivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 def lr_at(step: int, spec: TrainSpec) -> float:
-    """Linear warm-up to ``lr``, then constant (the paper's schedule is constant)."""
+    """Linear warm-up to ``lr``, then constant (the paper's) or a cosine decay to 0."""
     if spec.warmup_steps and step < spec.warmup_steps:
         return spec.lr * (step + 1) / spec.warmup_steps
+    if spec.lr_schedule == "cosine":
+        progress = (step - spec.warmup_steps) / max(1, spec.steps - spec.warmup_steps)
+        return spec.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     return spec.lr
 
 
@@ -59,7 +66,7 @@ def train(
     """Train one model; returns it (on ``device``, eval mode) and its log as a DataFrame."""
     model = Decoder(model_spec, generator=generator(seed, "init", task_name)).to(device)
     data_rng = generator(seed, "train", task_name)
-    optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, fused=device.type == "cpu" or None)
+    optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, fused=True)
     rows: list[dict[str, float | int]] = []
     running, count = 0.0, 0
     start = time.perf_counter()

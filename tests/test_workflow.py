@@ -1,0 +1,144 @@
+"""The Snakemake workflow: dry runs, lint, formatting, and one real run of the smoke config.
+
+The real run goes into a temporary directory (``--directory``); the reruns check that a second run
+does nothing, that changing one figure's option reruns that figure only, and that asking for one
+figure's file rebuilds just that figure.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from iclbench.results import ICL_ERRORS
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(*args: str, workdir: Path | None = None, config: Path | None = None,
+              check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "2"]
+    if workdir is not None:
+        cmd += ["--directory", str(workdir)]
+    if config is not None:
+        cmd += ["--configfile", str(config)]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a (dry) run."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m[1] != "total"}
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
+def test_dry_run(name: str, tmp_path: Path) -> None:
+    jobs = planned_jobs(snakemake("-n", workdir=tmp_path, config=ROOT / "config" / name))
+    cfg = yaml.safe_load((ROOT / "config" / name).read_text())
+    n_models = len(cfg["tasks"]) * len(cfg["variants"]) * len(cfg["seeds"])
+    assert jobs["train_model"] == n_models
+    assert jobs["evaluate_model"] == n_models
+    assert jobs["plot_figure"] == len(cfg["figures"])
+
+
+def test_lint_is_clean() -> None:
+    proc = snakemake("--lint")
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_snakefiles_are_formatted() -> None:
+    snakefmt = str(Path(sys.executable).with_name("snakefmt"))
+    proc = subprocess.run([snakefmt, "--check", "Snakefile", "workflow"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bad_config_fails_before_any_job(tmp_path: Path, smoke_config) -> None:
+    smoke_config["train"]["stpes"] = 5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(smoke_config))
+    proc = snakemake("-n", workdir=tmp_path, config=bad, check=False)
+    assert proc.returncode != 0
+    assert "config key train: Additional properties are not allowed ('stpes'" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("smoke")
+    config = workdir / "config.yaml"
+    shutil.copy(ROOT / "config" / "smoke.yaml", config)
+    snakemake(workdir=workdir, config=config)
+    return workdir
+
+
+def test_smoke_run_builds_everything(smoke_run: Path) -> None:
+    cfg = yaml.safe_load((smoke_run / "config.yaml").read_text())
+    for task in cfg["tasks"]:
+        assert (smoke_run / f"results/data/{task}/none.safetensors").is_file()
+        model_dir = smoke_run / f"results/models/{task}/softmax/seed0"
+        for name in ("model.safetensors", "config.json", "train_log.parquet"):
+            assert (model_dir / name).is_file()
+        log = pd.read_parquet(model_dir / "train_log.parquet")
+        assert {"step", "loss", "active_dims", "n_points", "seconds"} <= set(log.columns)
+        assert log["step"].iloc[-1] == cfg["train"]["steps"]
+        assert (smoke_run / f"logs/train_model/{task}/softmax/seed0.log").stat().st_size > 0
+    df = pd.read_parquet(smoke_run / "results/summary/icl_errors.parquet")
+    assert list(df.columns) == list(ICL_ERRORS)
+    assert set(df["task"]) == set(cfg["tasks"])
+    assert set(df["model"]) == {"softmax", *cfg["baselines"]}
+    assert (df["ood"] == "none").all()
+    per_model = df.groupby(["task", "model"])["n_examples"].agg(["min", "max", "count"])
+    for (task, _), row in per_model.iterrows():
+        n = cfg["tasks"][task]["n_points"]
+        assert (row["min"], row["max"], row["count"]) == (0, n - 1, n)
+    assert ((df["error_lo"] <= df["error"]) & (df["error"] <= df["error_hi"])).all()
+    for fig in cfg["figures"]:
+        assert (smoke_run / f"results/figures/{fig}.pdf").stat().st_size > 1000
+        assert (smoke_run / f"results/figures/{fig}.png").stat().st_size > 1000
+
+
+def test_second_run_does_nothing(smoke_run: Path) -> None:
+    proc = snakemake("-n", workdir=smoke_run, config=smoke_run / "config.yaml")
+    assert planned_jobs(proc) == {}
+
+
+def test_one_figure_option_reruns_that_figure_only(smoke_run: Path) -> None:
+    cfg = yaml.safe_load((smoke_run / "config.yaml").read_text())
+    cfg["figures"]["icl_curves"]["log_y"] = True
+    changed = smoke_run / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    other = (smoke_run / "results/figures/errors_at_k.pdf").stat().st_mtime_ns
+    proc = snakemake(workdir=smoke_run, config=changed)
+    assert planned_jobs(proc) == {"plot_figure": 1, "all": 1}
+    assert "results/figures/icl_curves.pdf" in proc.stdout + proc.stderr
+    assert (smoke_run / "results/figures/errors_at_k.pdf").stat().st_mtime_ns == other
+    # and back: the original option reruns it once more, then nothing
+    snakemake(workdir=smoke_run, config=smoke_run / "config.yaml")
+    assert planned_jobs(snakemake("-n", workdir=smoke_run, config=smoke_run / "config.yaml")) == {}
+
+
+def test_one_figure_target_rebuilds_it(smoke_run: Path) -> None:
+    target = smoke_run / "results/figures/errors_at_k.pdf"
+    target.unlink()
+    proc = snakemake("results/figures/errors_at_k.pdf", workdir=smoke_run,
+                     config=smoke_run / "config.yaml")
+    assert planned_jobs(proc) == {"plot_figure": 1}
+    assert target.is_file()
