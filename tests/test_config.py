@@ -53,7 +53,7 @@ BAD = [
     ("seeds", [0, 0], "seeds: duplicate"),
     ("eval.confidence", 1.5, "config key eval.confidence"),
     ("tasks.linear_regresion", None, "tasks: unknown task 'linear_regresion'; known are:"),
-    ("variants.sofmax", {}, "variants: unknown attention variant 'sofmax'; known are:"),
+    ("variants.sofmax", {}, "variants: unknown variant 'sofmax'; known are:"),
     ("baselines.lasso_x", {}, "baselines: unknown baseline 'lasso_x'"),
     ("figures.icl_curve", {}, "figures: unknown figure 'icl_curve'"),
     ("figures.icl_curves.logy", True, "figures.icl_curves: unknown option(s) ['logy']"),

@@ -108,6 +108,7 @@ class Config:
     threads: int
     tasks: Mapping[str, TaskConfig]
     variants: Mapping[str, Mapping[str, Any]]
+    swapped: Mapping[str, Mapping[str, Any]]
     model: ModelConfig
     train: TrainConfig
     eval: EvalConfig
@@ -130,7 +131,7 @@ def check(raw: Mapping[str, Any]) -> Config:
     unknown option of a task, variant, baseline or figure fails before any job runs.
     """
     # imported here: registries pull in torch modules that the schema check alone does not need
-    from iclbench.attention import ATTENTION, build_attention
+    from iclbench.variants import check_variants, get_variant
     from iclbench.baselines import BASELINES
     from iclbench.figures import FIGURES
     from iclbench.tasks import TASKS, build_task
@@ -147,6 +148,7 @@ def check(raw: Mapping[str, Any]) -> Config:
             threads=int(raw["threads"]),
             tasks=tasks,
             variants={k: _options(v) for k, v in raw["variants"].items()},
+            swapped={k: _options(v) for k, v in raw["swapped"].items()},
             model=model,
             train=train,
             eval=EvalConfig.from_dict(raw["eval"]),
@@ -158,7 +160,8 @@ def check(raw: Mapping[str, Any]) -> Config:
 
     try:
         TASKS.check(cfg.tasks, "tasks")
-        ATTENTION.check(cfg.variants, "variants")
+        check_variants(cfg.variants, "variants")
+        check_variants(cfg.swapped, "swapped")
         BASELINES.check(cfg.baselines, "baselines")
         FIGURES.check(cfg.figures, "figures")
     except UnknownNameError as err:
@@ -171,7 +174,13 @@ def check(raw: Mapping[str, Any]) -> Config:
         _wrap(lambda: build_task(name, n_dims, task.options), f"tasks.{name}.options")
     head_dim = model.n_embd // model.n_head
     for name, opts in cfg.variants.items():
-        _wrap(lambda: build_attention(name, model.n_head, head_dim, opts), f"variants.{name}")
+        _wrap(lambda: get_variant(name).check_options(opts, model.n_head, head_dim),
+              f"variants.{name}")
+    if cfg.swapped and "softmax" not in cfg.variants:
+        raise ConfigError("swapped: needs softmax under variants (swaps go into softmax models)")
+    for name, opts in cfg.swapped.items():
+        _wrap(lambda: get_variant(name).check_options(opts, model.n_head, head_dim),
+              f"swapped.{name}")
     for name, opts in cfg.baselines.items():
         _wrap(lambda: BASELINES.get(name).check_options(opts), f"baselines.{name}")
     for name, opts in cfg.figures.items():

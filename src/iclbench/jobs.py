@@ -21,6 +21,7 @@ from iclbench.evaluate import evaluate, load_prompts, make_prompts, model_predic
 from iclbench.model import ModelSpec, load_model, save_model
 from iclbench.results import ICL_ERRORS, read_parquet, tidy, write_json, write_parquet
 from iclbench.tasks import build_task
+from iclbench.variants import get_variant
 
 log = logging.getLogger("iclbench")
 
@@ -59,13 +60,17 @@ def train_model(
 
     spec = TrainSpec(tc.steps, tc.batch_size, tc.lr, tc.warmup_steps, tc.lr_schedule, dims, cfg.points,
                      tc.log_every, tc.grad_clip)
-    model_spec = ModelSpec(n_dims, 2 * cfg.n_points, model_cfg.n_embd, model_cfg.n_layer,
-                           model_cfg.n_head, variant, dict(params["variant_options"]))
+    options = dict(params["variant_options"])
+    kind = get_variant(variant)
+    base = ModelSpec(n_dims, 2 * cfg.n_points, model_cfg.n_embd, model_cfg.n_layer,
+                     model_cfg.n_head)
+    model_spec = kind.model_spec(base, options)
     device = resolve_device(str(params["device"]))
     log.info("training %s/%s seed %d on %s with %d threads", task, variant, seed, device, threads)
     from iclbench.train import TrainSpec, train
 
-    model, table = train(fn_class, model_spec, spec, seed, task, device)
+    model, table = train(fn_class, model_spec, spec, seed, task, device,
+                         prepare=lambda m: kind.prepare_training(m, options))
     write_parquet(table.assign(task=task, variant=variant, seed=seed), log_path)
     save_model(model, model_path, {"task": task, "variant": variant, "seed": str(seed)})
     write_json({"task": task, "variant": variant, "seed": seed, "device": str(device),
@@ -83,9 +88,12 @@ def evaluate_model(
     device = resolve_device(str(params["device"]))
     ev = EvalConfig.from_dict(params["eval"])
     model = load_model(model_path, device)
+    kind, options = get_variant(variant), dict(params["variant_options"])
     if mode == "swapped":
-        model.set_attention(variant, params["variant_options"])
-    elif mode != "trained":
+        model = kind.swap(model, options)
+    elif mode == "trained":
+        model = kind.for_inference(model, options)
+    else:
         raise ValueError(f"unknown mode {mode!r}; known are: trained, swapped")
     labels = {"model": variant, "kind": "transformer", "mode": mode, "seed": seed,
               "device": str(device)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -62,9 +63,16 @@ def train(
     task_name: str,
     device: torch.device,
     progress: bool = True,
+    prepare: Callable[[Decoder], Decoder] | None = None,
 ) -> tuple[Decoder, pd.DataFrame]:
-    """Train one model; returns it (on ``device``, eval mode) and its log as a DataFrame."""
-    model = Decoder(model_spec, generator=generator(seed, "init", task_name)).to(device)
+    """Train one model; returns it (on ``device``, eval mode) and its log as a DataFrame.
+
+    ``prepare`` (a variant's hook) may change the freshly built model before training.
+    """
+    model = Decoder(model_spec, generator=generator(seed, "init", task_name))
+    if prepare is not None:
+        model = prepare(model)
+    model = model.to(device)
     data_rng = generator(seed, "train", task_name)
     optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, fused=True)
     rows: list[dict[str, float | int]] = []

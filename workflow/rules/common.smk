@@ -14,6 +14,7 @@ CFG = check(config)
 
 TASKS = list(config["tasks"])
 VARIANTS = list(config["variants"])
+SWAPPED = list(config["swapped"])
 SEEDS = [int(s) for s in config["seeds"]]
 FIGURES = list(config["figures"])
 OODS = ["none"]
@@ -46,8 +47,19 @@ def eval_tables():
         variant=VARIANTS,
         seed=SEEDS,
     )
+    swapped = expand(
+        "results/eval/{task}/{variant}-swapped-seed{seed}.parquet",
+        task=TASKS,
+        variant=SWAPPED,
+        seed=SEEDS,
+    )
     baselines = [f"results/eval/{t}/baseline-{b}.parquet" for t, b in baseline_pairs()]
-    return models + baselines
+    return models + swapped + baselines
+
+
+def variant_options(wildcards):
+    section = "variants" if wildcards.mode == "trained" else "swapped"
+    return config[section][wildcards.variant]
 
 
 def eval_prompt_files(wildcards):

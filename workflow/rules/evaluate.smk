@@ -14,7 +14,7 @@ rule evaluate_model:
     params:
         job=lambda wc: {
             "eval": config["eval"],
-            "variant_options": config["variants"].get(wc.variant, {}),
+            "variant_options": variant_options(wc),
             "device": config["device"],
         },
     script:

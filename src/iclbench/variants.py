@@ -1,0 +1,67 @@
+"""Model variants: what a name under ``variants:`` (trained) or ``swapped:`` does to the decoder.
+
+Every attention variant in :data:`iclbench.attention.ATTENTION` is a model variant whose trained
+form builds the decoder with that attention and whose swapped form replaces the attention of a
+softmax-trained decoder at inference. Variants that are not an attention (such as int8
+quantization) register a :class:`Variant` of their own in :data:`EXTRA_VARIANTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from torch import nn
+
+from iclbench.attention import ATTENTION, build_attention
+from iclbench.model import Decoder, ModelSpec
+from iclbench.registry import Registry, UnknownNameError
+
+
+class Variant:
+    """The default behaviour: ``name`` is an attention variant."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def check_options(self, options: Mapping[str, Any], n_head: int, head_dim: int) -> None:
+        build_attention(self.name, n_head, head_dim, options)
+
+    def model_spec(self, base: ModelSpec, options: Mapping[str, Any]) -> ModelSpec:
+        """The shape of the model to train for this variant."""
+        return replace(base, attention=self.name, attention_options=dict(options))
+
+    def prepare_training(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
+        """Called on the freshly built model before training (e.g. to insert fake quantization)."""
+        return model
+
+    def for_inference(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
+        """Called on a loaded trained model before evaluation or profiling."""
+        return model
+
+    def swap(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
+        """Put this variant into a softmax-trained model at inference, without retraining."""
+        model.set_attention(self.name, options)
+        return model
+
+
+#: variants that are not attention variants; register an instance with ``EXTRA_VARIANTS.register``
+EXTRA_VARIANTS: Registry[Variant] = Registry("variant")
+
+
+def get_variant(name: str) -> Variant:
+    if name in EXTRA_VARIANTS:
+        return EXTRA_VARIANTS.get(name)
+    if name in ATTENTION:
+        return Variant(name)
+    known = sorted({*ATTENTION.names(), *EXTRA_VARIANTS.names()})
+    raise UnknownNameError(f"unknown variant {name!r}; known are: {', '.join(known)}")
+
+
+def check_variants(names: Mapping[str, Mapping[str, Any]], where: str) -> None:
+    for name in names:
+        try:
+            get_variant(name)
+        except UnknownNameError as err:
+            raise UnknownNameError(f"{where}: {err}") from None
