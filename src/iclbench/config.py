@@ -72,13 +72,15 @@ class TrainConfig:
     lr_schedule: str
     grad_clip: float
     log_every: int
+    checkpoint_every: int
     dims_curriculum: Mapping[str, int]
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TrainConfig:
         return cls(int(raw["steps"]), int(raw["batch_size"]), float(raw["lr"]),
                    int(raw["warmup_steps"]), str(raw["lr_schedule"]), float(raw["grad_clip"]),
-                   int(raw["log_every"]), dict(raw["dims_curriculum"]))
+                   int(raw["log_every"]), int(raw["checkpoint_every"]),
+                   dict(raw["dims_curriculum"]))
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,11 @@ def check(raw: Mapping[str, Any]) -> Config:
         raise ConfigError(f"seeds: duplicate seeds in {list(cfg.seeds)}")
     _check_device(cfg.device)
     _schedule(train.dims_curriculum, n_dims, "train.dims_curriculum")
+    if train.checkpoint_every % train.log_every:
+        raise ConfigError(
+            f"train.checkpoint_every ({train.checkpoint_every}) must be a multiple of "
+            f"train.log_every ({train.log_every})"
+        )
     for name, task in cfg.tasks.items():
         _wrap(lambda: build_task(name, n_dims, task.options), f"tasks.{name}.options")
     head_dim = model.n_embd // model.n_head

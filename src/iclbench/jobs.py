@@ -47,8 +47,13 @@ def sample_eval_prompts(
 def train_model(
     task: str, variant: str, seed: int, params: Mapping[str, Any], threads: int,
     model_path: str | Path, config_path: str | Path, log_path: str | Path,
+    checkpoint_path: str | Path | None = None,
 ) -> None:
-    """Train one (task, variant, seed) model; ``params`` holds the config sections it uses."""
+    """Train one (task, variant, seed) model; ``params`` holds the config sections it uses.
+
+    With ``checkpoint_path``, training checkpoints there every ``train.checkpoint_every`` steps,
+    resumes from it if present, and deletes it once the outputs are written.
+    """
     torch.set_num_threads(threads)
     n_dims = int(params["n_dims"])
     cfg, fn_class = _task(task, params["task"], n_dims)
@@ -67,16 +72,25 @@ def train_model(
     model_spec = kind.model_spec(base, options)
     device = resolve_device(str(params["device"]))
     log.info("training %s/%s seed %d on %s with %d threads", task, variant, seed, device, threads)
-    from iclbench.train import TrainSpec, train
+    from iclbench.checkpoint import describe, fingerprint
+    from iclbench.train import Checkpointing, train
 
+    ckpt = None
+    if checkpoint_path is not None:
+        ckpt = Checkpointing(Path(checkpoint_path), tc.checkpoint_every,
+                             fingerprint({"task": task, "variant": variant, "seed": seed,
+                                          "params": dict(params)}))
     model, table = train(fn_class, model_spec, spec, seed, task, device,
-                         prepare=lambda m: kind.prepare_training(m, options))
+                         prepare=lambda m: kind.prepare_training(m, options),
+                         checkpointing=ckpt, context=describe(params))
     write_parquet(table.assign(task=task, variant=variant, seed=seed), log_path)
     save_model(model, model_path, {"task": task, "variant": variant, "seed": str(seed)})
     write_json({"task": task, "variant": variant, "seed": seed, "device": str(device),
                 "threads": threads, "torch_version": torch.__version__,
                 "python": platform.python_version(), "params": dict(params)}, config_path)
     log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], tc.steps)
+    if ckpt is not None:
+        ckpt.path.unlink(missing_ok=True)
 
 
 def evaluate_model(

@@ -12,11 +12,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 
+from iclbench.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from iclbench.curriculum import Schedule
 from iclbench.model import Decoder, ModelSpec
 from iclbench.seeding import generator
@@ -42,6 +44,15 @@ class DivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often to checkpoint; ``fingerprint`` identifies the job's configuration."""
+
+    path: Path
+    every: int
+    fingerprint: str
+
+
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -64,10 +75,15 @@ def train(
     device: torch.device,
     progress: bool = True,
     prepare: Callable[[Decoder], Decoder] | None = None,
+    checkpointing: Checkpointing | None = None,
+    context: str = "",
 ) -> tuple[Decoder, pd.DataFrame]:
     """Train one model; returns it (on ``device``, eval mode) and its log as a DataFrame.
 
-    ``prepare`` (a variant's hook) may change the freshly built model before training.
+    ``prepare`` (a variant's hook) may change the freshly built model before training. With
+    ``checkpointing``, the state is saved every ``every`` steps and a run resumes from an existing
+    checkpoint; the caller deletes it once the outputs are written. ``context`` (the job's key
+    settings) goes into error messages.
     """
     model = Decoder(model_spec, generator=generator(seed, "init", task_name))
     if prepare is not None:
@@ -76,9 +92,19 @@ def train(
     data_rng = generator(seed, "train", task_name)
     optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, fused=True)
     rows: list[dict[str, float | int]] = []
+    first = 0
+    if checkpointing is not None and checkpointing.path.exists():
+        state = load_checkpoint(checkpointing.path, checkpointing.fingerprint, device)
+        model.load_state_dict(state.model)
+        optimiser.load_state_dict(state.optimiser)
+        data_rng.set_state(state.data_rng)
+        torch.set_rng_state(state.torch_rng)
+        rows, first = state.log_rows, state.step
+        log.info("resumed from %s at step %d", checkpointing.path, first)
     running, count = 0.0, 0
-    start = time.perf_counter()
-    bar = tqdm(range(spec.steps), desc=f"train {task_name}", mininterval=5.0, disable=not progress)
+    start = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
+    bar = tqdm(range(first, spec.steps), desc=f"train {task_name}", mininterval=5.0,
+               disable=not progress, initial=first, total=spec.steps)
     model.train()
     for step in bar:
         dims, points = spec.dims.at(step), spec.points.at(step)
@@ -94,7 +120,10 @@ def train(
         optimiser.step()
         value = loss.item()
         if not math.isfinite(value):
-            raise DivergedError(f"training {task_name} (seed {seed}) diverged at step {step}: loss {value}")
+            raise DivergedError(
+                f"training {task_name} (seed {seed}; {context}) diverged at step {step + 1}: "
+                f"loss {value}; lower train.lr or raise train.warmup_steps"
+            )
         running, count = running + value, count + 1
         if (step + 1) % spec.log_every == 0 or step + 1 == spec.steps:
             rows.append(
@@ -109,5 +138,10 @@ def train(
             )
             bar.set_postfix(loss=f"{running / count:.4f}", dims=dims, points=points)
             running, count = 0.0, 0
+        if checkpointing is not None and (step + 1) % checkpointing.every == 0 \
+                and step + 1 < spec.steps:
+            state = TrainState(step + 1, model.state_dict(), optimiser.state_dict(),
+                               data_rng.get_state(), torch.get_rng_state(), rows)
+            save_checkpoint(checkpointing.path, state, checkpointing.fingerprint)
     model.eval()
     return model, pd.DataFrame(rows)

@@ -2,12 +2,12 @@ rule plot_figure:
     input:
         unpack(figure_tables),
     output:
-        pdf=report(
-            "results/figures/{figure}.pdf",
+        pdf="results/figures/{figure}.pdf",
+        png=report(
+            "results/figures/{figure}.png",
             caption="../report/figure.rst",
             category="Figures",
         ),
-        png="results/figures/{figure}.png",
     log:
         "logs/plot_figure/{figure}.log",
     conda:

@@ -20,5 +20,7 @@ rule train_model:
             "variant_options": config["variants"][wc.variant],
             "device": config["device"],
         },
+        # outside the declared outputs, so Snakemake keeps it when a job is killed or fails
+        checkpoint="results/checkpoints/{task}/{variant}/seed{seed}.ckpt",
     script:
         "../scripts/train_model.py"
