@@ -66,6 +66,12 @@ BAD = [
     ("tasks.linear_regression.points_curriculum.start", 99,
      "tasks.linear_regression.points_curriculum"),
     ("device", "tpu", "device: 'tpu' is not a torch device"),
+    ("train.lr_schedule", "linear", "config key train.lr_schedule: 'linear' is not one of"),
+    ("train.checkpoint_every", 15, "train.checkpoint_every (15) must be a multiple of"),
+    ("swapped.nystromm", {}, "swapped: unknown variant 'nystromm'"),
+    ("variants", {}, "config key variants"),
+    ("n_dims", 0, "config key n_dims: 0 is less than the minimum of 1"),
+    ("threads", "two", "config key threads: 'two' is not of type 'integer'"),
 ]
 
 
