@@ -207,3 +207,14 @@ def test_qat_training_step_and_determinism() -> None:
 
 def test_engine_is_reported() -> None:
     assert kernel_engine() in torch.backends.quantized.supported_engines
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_int8_model_on_cuda_matches_cpu() -> None:
+    """Off the CPU the int8 layers simulate the kernel with float matmuls: same numbers."""
+    model = get_variant("int8").for_inference(_qat_model(steps=3), OPTIONS)
+    xs, ys = _prompts(4, 32)
+    with torch.no_grad():
+        cpu = model(xs, ys)
+        gpu = model.to("cuda")(xs.cuda(), ys.cuda()).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=0, atol=0.02 * float(cpu.abs().max()))
