@@ -135,6 +135,7 @@ class QATLinear(nn.Linear):
         self.opts = opts
         self.register_buffer("input_absmax", torch.zeros(()))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._steps = 0  # host copy of ``steps``: no device sync per forward on CUDA
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, opts: QuantOptions) -> QATLinear:
@@ -145,14 +146,19 @@ class QATLinear(nn.Linear):
 
     @property
     def quantizing(self) -> bool:
-        return int(self.steps) > self.opts.start_step
+        return self._steps > self.opts.start_step
+
+    def _load_from_state_dict(self, state: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+        self._steps = int(self.steps)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
             with torch.no_grad():
                 self.steps += 1
+                self._steps += 1
                 batch_max = x.detach().abs().max().float()
-                if int(self.steps) == 1:
+                if self._steps == 1:
                     self.input_absmax.copy_(batch_max)
                     absmax = self.input_absmax.clone()
                 else:
@@ -176,6 +182,11 @@ class QATEmbedding(nn.Embedding):
         super().__init__(num, dim)
         self.opts = opts
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._steps = 0
+
+    def _load_from_state_dict(self, state: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+        self._steps = int(self.steps)
 
     @classmethod
     def from_embedding(cls, emb: nn.Embedding, opts: QuantOptions) -> QATEmbedding:
@@ -187,7 +198,8 @@ class QATEmbedding(nn.Embedding):
     def forward(self, idx: Tensor) -> Tensor:
         if self.training:
             self.steps += 1
-        if int(self.steps) <= self.opts.start_step:
+            self._steps += 1
+        if self._steps <= self.opts.start_step:
             return super().forward(idx)
         w = fake_quantize(self.weight, self.weight.detach().abs().max(), self.opts.weight_bits)
         return F.embedding(idx, w)
