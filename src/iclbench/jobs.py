@@ -18,7 +18,7 @@ import torch
 from iclbench.config import EvalConfig, ModelConfig, TaskConfig, TrainConfig, resolve_device
 from iclbench.curriculum import Schedule
 from iclbench.evaluate import evaluate, load_prompts, make_prompts, model_predictor, save_prompts
-from iclbench.model import ModelSpec, load_model, save_model
+from iclbench.model import ModelSpec, load_model
 from iclbench.results import ICL_ERRORS, read_parquet, tidy, write_json, write_parquet
 from iclbench.tasks import build_task
 from iclbench.variants import get_variant
@@ -84,7 +84,7 @@ def train_model(
                          prepare=lambda m: kind.prepare_training(m, options),
                          checkpointing=ckpt, context=describe(params))
     write_parquet(table.assign(task=task, variant=variant, seed=seed), log_path)
-    save_model(model, model_path, {"task": task, "variant": variant, "seed": str(seed)})
+    kind.save(model, model_path, options, {"task": task, "variant": variant, "seed": str(seed)})
     write_json({"task": task, "variant": variant, "seed": seed, "device": str(device),
                 "threads": threads, "torch_version": torch.__version__,
                 "python": platform.python_version(), "params": dict(params)}, config_path)

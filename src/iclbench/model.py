@@ -155,8 +155,13 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Decoder:
     """Rebuild a :class:`Decoder` from a safetensors file (no pickle); raises naming the file."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            spec = ModelSpec(**json.loads((f.metadata() or {})["iclbench"])["spec"])
+            info = json.loads((f.metadata() or {})["iclbench"])
+        spec = ModelSpec(**info["spec"])
         state = load_file(str(path))
+        if "int8" in info:  # an int8 model (iclbench.quant.save_int8)
+            from iclbench.quant import load_int8
+
+            return load_int8(spec, info["int8"], state, device)
         model = Decoder(spec)
         model.load_state_dict(state)
     except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError) as err:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from iclbench.attention import ATTENTION, build_attention
-from iclbench.model import Decoder, ModelSpec
+from iclbench.model import Decoder, ModelSpec, save_model
 from iclbench.registry import Registry, UnknownNameError
 
 
@@ -45,6 +46,11 @@ class Variant:
         model.set_attention(self.name, options)
         return model
 
+    def save(self, model: nn.Module, path: str | Path, options: Mapping[str, Any],
+             metadata: Mapping[str, str] | None = None) -> None:
+        """Write the trained model; :func:`iclbench.model.load_model` must read it back."""
+        save_model(model, path, metadata)  # type: ignore[arg-type]
+
 
 #: variants that are not attention variants; register an instance with ``EXTRA_VARIANTS.register``
 EXTRA_VARIANTS: Registry[Variant] = Registry("variant")
@@ -65,3 +71,7 @@ def check_variants(names: Mapping[str, Mapping[str, Any]], where: str) -> None:
             get_variant(name)
         except UnknownNameError as err:
             raise UnknownNameError(f"{where}: {err}") from None
+
+
+# modules that register extra variants (imported last: they subclass Variant)
+from iclbench import quant  # noqa: E402,F401  (registers "int8")

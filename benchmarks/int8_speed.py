@@ -1,0 +1,79 @@
+"""Whole-model forward, float32 vs int8 (iclbench.quant), batch 64 on CPU.
+
+    .venv/bin/python benchmarks/int8_speed.py                       # the default config's model
+    .venv/bin/python benchmarks/int8_speed.py --n-embd 256 --n-layer 6 --n-head 4
+
+Context lengths: 2 x n_points of linear_regression and of the longest task in the config, and 512
+tokens. int8 "static" is the QAT model converted with its learned scales (the trained variant);
+"dynamic" is post-training int8 with per-token scales (the swapped variant). Prints
+torch.utils.benchmark medians, the speed-up over float32, the quantized engine and the threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.benchmark import Timer
+
+from iclbench.model import Decoder, ModelSpec
+from iclbench.quant import QuantOptions, kernel_engine, prepare_qat, to_int8
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-embd", type=int, default=cfg["model"]["n_embd"])
+    parser.add_argument("--n-layer", type=int, default=cfg["model"]["n_layer"])
+    parser.add_argument("--n-head", type=int, default=cfg["model"]["n_head"])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-run-time", type=float, default=1.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+
+    lengths = sorted({2 * cfg["tasks"]["linear_regression"]["n_points"],
+                      max(2 * t["n_points"] for t in cfg["tasks"].values()), 512})
+    d = cfg["n_dims"]
+    opts = QuantOptions(**(cfg["variants"].get("int8") or
+                           {"weight_bits": 7, "activation_bits": 8, "ema_decay": 0.999,
+                            "start_step": 0}))
+    spec = ModelSpec(d, max(lengths), args.n_embd, args.n_layer, args.n_head)
+    g = torch.Generator().manual_seed(0)
+    fp32 = Decoder(spec, generator=g).eval()
+    qat = prepare_qat(copy.deepcopy(fp32), opts).train()
+    with torch.no_grad():  # one training forward sets the EMA input scales
+        qat(torch.randn(args.batch, max(lengths) // 2, d, generator=g),
+            torch.randn(args.batch, max(lengths) // 2, generator=g))
+    models = {"float32": fp32, "int8 static (QAT)": to_int8(qat, opts),
+              "int8 dynamic (PTQ)": to_int8(copy.deepcopy(fp32), opts)}
+
+    print(f"torch {torch.__version__}, quantized engine {kernel_engine()}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"threads {torch.get_num_threads()}, batch {args.batch}, model "
+          f"{args.n_embd}/{args.n_layer}/{args.n_head}, int8 bits w{opts.weight_bits}"
+          f"/a{opts.activation_bits}")
+    for T in lengths:
+        xs = torch.randn(args.batch, T // 2, d, generator=g)
+        ys = torch.randn(args.batch, T // 2, generator=g)
+        medians = {}
+        for name, model in models.items():
+            with torch.inference_mode():
+                model(xs, ys)  # warm-up (packs int8 weights)
+                timer = Timer("model(xs, ys)", globals={"model": model, "xs": xs, "ys": ys},
+                              num_threads=args.threads, label=name)
+                medians[name] = timer.blocked_autorange(min_run_time=args.min_run_time).median
+        base = medians["float32"]
+        line = ", ".join(f"{n} {t * 1e3:.2f} ms ({base / t:.2f}x)" for n, t in medians.items())
+        print(f"T={T:4d} tokens: {line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,480 @@
+"""int8: Q8BERT quantization-aware training and real int8 inference (Zafrir et al. 2019, section 2).
+
+**Training (fake quantization).** Every ``nn.Linear`` of the decoder (read-in, attention ``c_attn``
+and ``c_proj``, both MLP layers, read-out) quantizes its weight and its input, and the position
+embedding quantizes its table, with the symmetric linear scheme of Q8BERT eq. (1)::
+
+    Quantize(x, S_x, M) = clamp(round(x * S_x), -M, M),   M = 2^(bits-1) - 1,
+    fake(x) = Quantize(x, S_x, M) / S_x,
+
+where ``S_W = M / max|W|`` per tensor for weights and ``S_x = M / EMA(max|x|)`` for inputs (the EMA
+of the per-batch ``max|x|`` is updated in every training forward with decay ``ema_decay``). The
+gradient is straight-through (``d fake(x)/dx = 1`` inside ``[-M, M] / S_x``, 0 where x is clipped);
+the scales get no gradient. LayerNorm, softmax, GELU and the attention matmuls stay float32.
+Quantization starts after ``start_step`` training forwards (each quantized module counts them in a
+``steps`` buffer); the EMA is tracked from the first forward so the scale is warm when it starts.
+
+**Inference (real int8).** :func:`to_int8` replaces each linear layer by :class:`Int8Linear`: an
+int8 weight with its per-tensor scale, run by the x86/fbgemm kernel
+``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` (float32 in; the input is quantized
+inside the kernel with a *static* scale; int8 x uint8 products with int32 accumulation; float32 out
+with the bias). The trained (QAT) model uses the static scales it learned (``EMA(max|x|) / M``); the
+swap form (post-training quantization of a softmax model, which has no learned scales) uses a
+*dynamic per-token* scale ``max|x_t| / M`` for each row: rows are divided by their own max before
+the kernel and multiplied back after, which keeps the model causal and each prompt's prediction
+independent of the rest of the batch (PyTorch's ``quantize_dynamic`` uses one scale per tensor,
+which would let later tokens change earlier predictions).
+
+**Why this kernel (torch 2.13, x86 AVX2 without VNNI, measured under contention).**
+``torch.ao.quantization`` (``quantize_dynamic`` etc.) is deprecated in favour of torchao and
+creating quantized tensors warns the same; the aten kernels themselves are not deprecated.
+torchao 0.18 installs from PyPI and runs, but its int8 x int8 path on CPU goes through
+``torch._int_mm``, which is 20-50x *slower* than float32 here, and ``Int8WeightOnlyConfig`` keeps
+float activations. ``torch.ops.onednn.qlinear_pointwise`` (the maintained kernel behind torchao's
+x86 inductor flow) takes plain int8 tensors without warnings, but in eager mode needs a separate
+quantize pass that costs about a third of a float GEMM at our sizes. The fbgemm kernel quantizes
+inside, so it is the one that makes the model faster; the one deprecated call it needs (building
+the quantized weight for ``linear_prepack``, once per layer at conversion) is logged, not hidden.
+Off the CPU (CUDA), :class:`Int8Linear` computes the same numbers with dequantized float weights
+(simulated int8, logged): there is no fbgemm there.
+
+**Saturation.** Without VNNI, fbgemm multiplies uint8 activations by int8 weights with
+``vpmaddubsw``, which adds pairs of products into int16 and saturates when
+``2 * max_u8 * max|w_q| > 32767``. With 8-bit activations (uint8 with zero point 128, so
+``max_u8 = 255``) and 8-bit weights this overflows (measured: 7% error on realistic tensors), so on
+such CPUs the weights must use 7 bits (``2 * 255 * 63 = 32130``) or the activations 7 bits (what
+PyTorch's x86 qconfig does, ``reduce_range``). :func:`check_kernel_exact` enforces it; the configs
+use 7-bit weights and 8-bit activations (int8 storage and kernels either way).
+
+**Storage.** :func:`save_int8` writes int8 weights, float32 scales, biases and LayerNorm parameters
+with safetensors (no pickle); the file is about 4x smaller than float32. :func:`load_int8` rebuilds
+the int8 model; :func:`iclbench.model.load_model` dispatches to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from iclbench.model import Decoder, ModelSpec
+from iclbench.variants import EXTRA_VARIANTS, Variant
+
+log = logging.getLogger(__name__)
+
+_TINY = 1e-12  # smallest scale; keeps an all-zero tensor from dividing by zero
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """The int8 variant's options (``variants: {int8: {...}}`` and ``swapped: {int8: {...}}``)."""
+
+    weight_bits: int = 8
+    activation_bits: int = 8
+    ema_decay: float = 0.9999
+    start_step: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("weight_bits", "activation_bits"):
+            bits = getattr(self, key)
+            if not isinstance(bits, int) or not 2 <= bits <= 8:
+                raise ValueError(f"{key} must be an integer in 2..8 (stored as int8), got {bits!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not isinstance(self.start_step, int) or self.start_step < 0:
+            raise ValueError(f"start_step must be a non-negative integer, got {self.start_step!r}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> QuantOptions:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown}; known are: {', '.join(sorted(known))}")
+        missing = sorted(known - set(options))
+        if missing:
+            raise ValueError(f"missing option(s) {missing}; every option must be stated")
+        return cls(**dict(options))
+
+
+def qmax(bits: int) -> int:
+    """M: the largest quantized magnitude of a symmetric ``bits``-bit grid (127 for 8 bits)."""
+    return 2 ** (bits - 1) - 1
+
+
+def fake_quantize(x: Tensor, absmax: Tensor, bits: int) -> Tensor:
+    """Q8BERT eq. (1) and back: ``clamp(round(x * M / absmax), -M, M) * absmax / M``.
+
+    ``absmax`` is a 0-d tensor (no gradient flows to it). Straight-through gradient: 1 where x is
+    inside ``[-absmax, absmax]`` (up to half a step), 0 where it is clipped. Rounding is half to
+    even, as in the int8 kernels. Same shape as ``x``.
+    """
+    m = qmax(bits)
+    step = (absmax.detach().float() / m).clamp_min(_TINY).reshape(())
+    zero = torch.zeros((), dtype=torch.int32, device=x.device)
+    return torch.fake_quantize_per_tensor_affine(x, step, zero, -m, m)
+
+
+class QATLinear(nn.Linear):
+    """``nn.Linear`` with fake-quantized weight and input (same parameters, two more buffers).
+
+    Buffers: ``input_absmax`` (EMA of max|x| over training batches) and ``steps`` (training
+    forwards seen). Input (..., in_features) -> output (..., out_features).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, opts: QuantOptions) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.opts = opts
+        self.register_buffer("input_absmax", torch.zeros(()))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._steps = 0  # host copy of ``steps``: no device sync per forward on CUDA
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, opts: QuantOptions) -> QATLinear:
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, opts)
+        new.to(linear.weight.device)
+        new.weight, new.bias = linear.weight, linear.bias  # keep the parameters (and their init)
+        return new
+
+    @property
+    def quantizing(self) -> bool:
+        return self._steps > self.opts.start_step
+
+    def _load_from_state_dict(self, state: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+        self._steps = int(self.steps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            with torch.no_grad():
+                self.steps += 1
+                self._steps += 1
+                batch_max = x.detach().abs().max().float()
+                if self._steps == 1:
+                    self.input_absmax.copy_(batch_max)
+                    absmax = self.input_absmax.clone()
+                else:
+                    # quantize with the EMA of earlier batches, then fold this batch in, so a
+                    # token's scale never depends on the tokens of the current forward
+                    absmax = self.input_absmax.clone()
+                    self.input_absmax.mul_(self.opts.ema_decay).add_(
+                        (1.0 - self.opts.ema_decay) * batch_max)
+        else:
+            absmax = self.input_absmax
+        if not self.quantizing:
+            return F.linear(x, self.weight, self.bias)
+        w = fake_quantize(self.weight, self.weight.detach().abs().max(), self.opts.weight_bits)
+        return F.linear(fake_quantize(x, absmax, self.opts.activation_bits), w, self.bias)
+
+
+class QATEmbedding(nn.Embedding):
+    """``nn.Embedding`` whose table is fake-quantized like a weight (Q8BERT quantizes embeddings)."""
+
+    def __init__(self, num: int, dim: int, opts: QuantOptions) -> None:
+        super().__init__(num, dim)
+        self.opts = opts
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._steps = 0
+
+    def _load_from_state_dict(self, state: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+        self._steps = int(self.steps)
+
+    @classmethod
+    def from_embedding(cls, emb: nn.Embedding, opts: QuantOptions) -> QATEmbedding:
+        new = cls(emb.num_embeddings, emb.embedding_dim, opts)
+        new.to(emb.weight.device)
+        new.weight = emb.weight
+        return new
+
+    def forward(self, idx: Tensor) -> Tensor:
+        if self.training:
+            self.steps += 1
+            self._steps += 1
+        if self._steps <= self.opts.start_step:
+            return super().forward(idx)
+        w = fake_quantize(self.weight, self.weight.detach().abs().max(), self.opts.weight_bits)
+        return F.embedding(idx, w)
+
+
+def _replace_modules(model: nn.Module, fn: Any) -> None:
+    """Replace every child ``c`` of ``model`` (recursively) by ``fn(c)`` where that is not None."""
+    for name, child in list(model.named_children()):
+        new = fn(child)
+        if new is not None:
+            setattr(model, name, new)
+        else:
+            _replace_modules(child, fn)
+
+
+def prepare_qat(model: Decoder, opts: QuantOptions) -> Decoder:
+    """Insert fake quantization into a float decoder, in place (before the optimiser is built)."""
+
+    def swap(m: nn.Module) -> nn.Module | None:
+        if type(m) is nn.Linear:
+            return QATLinear.from_linear(m, opts)
+        if type(m) is nn.Embedding:
+            return QATEmbedding.from_embedding(m, opts)
+        return None
+
+    _replace_modules(model, swap)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# real int8 inference
+
+
+def kernel_engine() -> str:
+    """The quantized engine that runs :class:`Int8Linear` on CPU (e.g. ``x86``, which uses fbgemm)."""
+    return str(torch.backends.quantized.engine)
+
+
+def check_kernel_exact(weight_bits: int, activation_bits: int) -> None:
+    """Raise where the CPU kernel would saturate int16 pair sums (no VNNI; see module docstring)."""
+    if torch.cpu._is_vnni_supported():
+        return
+    max_u8 = 2 ** (activation_bits - 1) + qmax(activation_bits)
+    if 2 * max_u8 * qmax(weight_bits) > 32767:
+        raise ValueError(
+            f"weight_bits={weight_bits} with activation_bits={activation_bits} saturates the "
+            "int8 kernel on this CPU (no VNNI: vpmaddubsw sums pairs of products in int16); "
+            "use weight_bits: 7 or activation_bits: 7")
+
+
+def _quantize_weight(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """Per-tensor symmetric: int8 values (same shape as w) and the float32 step ``max|w| / M``."""
+    absmax = w.detach().abs().max().float()
+    step = (absmax / qmax(bits)).clamp_min(_TINY)
+    # through fake_quantize itself, so the int8 values are exactly the ones QAT trained with
+    q = torch.round(fake_quantize(w.detach().float(), absmax, bits) / step).to(torch.int8)
+    return q, step
+
+
+_WARNED: set[str] = set()
+
+
+def _log_once(key: str, msg: str, *args: Any) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(msg, *args)
+
+
+def _prepack(weight_q: Tensor, step: Tensor, bias: Tensor | None) -> Any:
+    """fbgemm's packed weight (int8, per-tensor scale, zero point 0), with the bias if given."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qw = torch._make_per_tensor_quantized_tensor(weight_q.cpu(), float(step), 0)
+        packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.cpu())
+    for w in caught:
+        _log_once("prepack", "int8 weight packing: %s (%s); see iclbench.quant's docstring for "
+                  "why this kernel", w.category.__name__, str(w.message).splitlines()[0])
+    return packed
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weight and int8 input: ``y = (x_q W_qᵀ) s_x s_w + b``.
+
+    Buffers (all saved): ``weight`` int8 (out, in), ``weight_scale`` float32 0-d (the step
+    ``max|W| / M_w``), ``bias`` float32 (out,), ``input_scale`` float32 0-d (the static step
+    ``EMA(max|x|) / M_x``; 0 means dynamic per-token steps ``max|x_t| / M_x``).
+    Input (..., in) float32 -> output (..., out) float32.
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation_bits: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.activation_bits = activation_bits
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(()))
+        self.register_buffer("bias", torch.zeros(out_features))
+        self.register_buffer("input_scale", torch.zeros(()))
+        self._packed: Any = None
+
+    @classmethod
+    def from_float(
+        cls, weight: Tensor, bias: Tensor | None, weight_bits: int, activation_bits: int,
+        input_absmax: Tensor | None,
+    ) -> Int8Linear:
+        """Quantize a float layer; ``input_absmax`` None -> dynamic per-token input scales."""
+        out_features, in_features = weight.shape
+        new = cls(in_features, out_features, activation_bits)
+        q, step = _quantize_weight(weight, weight_bits)
+        new.weight.copy_(q)
+        new.weight_scale.copy_(step)
+        if bias is not None:
+            new.bias.copy_(bias.detach())
+        if input_absmax is not None:
+            new.input_scale.copy_((input_absmax.detach().float() / qmax(activation_bits))
+                                  .clamp_min(_TINY))
+        return new.to(weight.device)
+
+    @property
+    def dynamic(self) -> bool:
+        return float(self.input_scale) <= 0.0
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._packed = None  # repack from the loaded int8 weight
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Int8Linear:
+        self._packed = None
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = qmax(self.activation_bits)
+        zero_point = 2 ** (self.activation_bits - 1)  # uint8 = q + zero_point
+        shape = x.shape
+        x = x.reshape(-1, self.in_features).float()
+        if self.dynamic:
+            row_max = x.abs().amax(dim=1, keepdim=True).clamp_min(_TINY)
+            x, step = x / row_max, 1.0 / m  # each row now spans [-1, 1]: step 1/M
+        else:
+            row_max, step = None, float(self.input_scale)
+        if self.activation_bits < 8:  # uint8 range [0, 255] would not clip at +-M by itself
+            x = x.clamp(-m * step, m * step)
+        if x.device.type == "cpu":
+            if self._packed is None:
+                self._packed = _prepack(self.weight, self.weight_scale,
+                                        None if self.dynamic else self.bias)
+            y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+                x.contiguous(), step, zero_point, self._packed)
+        else:
+            _log_once("sim", "int8 kernels run on CPU only; on %s Int8Linear computes the same "
+                      "quantized numbers with float matmuls (simulated int8)", x.device.type)
+            xq = torch.clamp(torch.round(x / step), -m - 1, m) * step
+            y = F.linear(xq, self.weight.float() * self.weight_scale,
+                         None if self.dynamic else self.bias)
+        if row_max is not None:
+            y = y * row_max + self.bias
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        kind = "dynamic per-token" if self.dynamic else f"static step {float(self.input_scale):.3g}"
+        return (f"in={self.in_features}, out={self.out_features}, "
+                f"activations {self.activation_bits}-bit {kind}")
+
+
+class Int8Embedding(nn.Module):
+    """A position table stored as int8 with one scale; looked up and dequantized (no matmul)."""
+
+    def __init__(self, num: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(num, dim, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(()))
+
+    @classmethod
+    def from_float(cls, weight: Tensor, bits: int) -> Int8Embedding:
+        new = cls(*weight.shape)
+        q, step = _quantize_weight(weight, bits)
+        new.weight.copy_(q)
+        new.weight_scale.copy_(step)
+        return new.to(weight.device)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.weight[idx].float() * self.weight_scale
+
+
+def is_int8(model: nn.Module) -> bool:
+    return any(isinstance(m, Int8Linear) for m in model.modules())
+
+
+def to_int8(model: Decoder, opts: QuantOptions) -> Decoder:
+    """Convert a QAT model (static scales it learned) or a float model (PTQ: dynamic per-token
+    input scales) to real int8 layers, in place; returns it in eval mode."""
+    check_kernel_exact(opts.weight_bits, opts.activation_bits)
+
+    def swap(m: nn.Module) -> nn.Module | None:
+        if isinstance(m, QATLinear):
+            if not m.quantizing:
+                log.warning("int8: converting a layer that never quantized (steps %d <= "
+                            "start_step %d)", int(m.steps), opts.start_step)
+            return Int8Linear.from_float(m.weight, m.bias, opts.weight_bits,
+                                         opts.activation_bits, m.input_absmax)
+        if type(m) is nn.Linear:
+            return Int8Linear.from_float(m.weight, m.bias, opts.weight_bits,
+                                         opts.activation_bits, None)
+        if isinstance(m, nn.Embedding):
+            return Int8Embedding.from_float(m.weight, opts.weight_bits)
+        return None
+
+    with torch.no_grad():
+        _replace_modules(model, swap)
+    log.info("int8 model: %d linear layers on the %s engine (%s activation scales)",
+             sum(isinstance(m, Int8Linear) for m in model.modules()), kernel_engine(),
+             "dynamic per-token" if any(m.dynamic for m in model.modules()
+                                        if isinstance(m, Int8Linear)) else "static")
+    return model.eval()
+
+
+def save_int8(model: Decoder, path: str | Path, opts: QuantOptions,
+              metadata: Mapping[str, str] | None = None) -> None:
+    """Write an int8 decoder: int8 weights, float32 scales/biases/LayerNorms (safetensors)."""
+    from iclbench.results import write_with
+
+    if not is_int8(model):
+        raise ValueError(f"{path}: save_int8 needs a model converted with to_int8")
+    spec = model.spec
+    info = {"spec": {**asdict(spec), "attention_options": dict(spec.attention_options)},
+            "int8": asdict(opts), **dict(metadata or {})}
+    meta = {"iclbench": json.dumps(info, sort_keys=True)}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)
+
+
+def load_int8(spec: ModelSpec, opts: Mapping[str, Any], state: Mapping[str, Tensor],
+              device: torch.device | str = "cpu") -> Decoder:
+    """Rebuild an int8 decoder from the tensors :func:`save_int8` wrote (strict keys)."""
+    qopts = QuantOptions(**dict(opts))
+    model = Decoder(spec)
+
+    def skeleton(m: nn.Module) -> nn.Module | None:
+        if type(m) is nn.Linear:
+            return Int8Linear(m.in_features, m.out_features, qopts.activation_bits)
+        if type(m) is nn.Embedding:
+            return Int8Embedding(m.num_embeddings, m.embedding_dim)
+        return None
+
+    _replace_modules(model, skeleton)
+    model.load_state_dict(dict(state), strict=True)
+    return model.to(device).eval()
+
+
+class Int8Variant(Variant):
+    """``int8``: trained = Q8BERT QAT then int8 kernels; swapped = post-training int8."""
+
+    options = {"weight_bits": 7, "activation_bits": 8, "ema_decay": 0.9999, "start_step": 0}
+
+    def check_options(self, options: Mapping[str, Any], n_head: int, head_dim: int) -> None:
+        opts = QuantOptions.from_options(options)
+        check_kernel_exact(opts.weight_bits, opts.activation_bits)
+
+    def model_spec(self, base: ModelSpec, options: Mapping[str, Any]) -> ModelSpec:
+        return replace(base, attention="softmax", attention_options={})
+
+    def prepare_training(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
+        return prepare_qat(model, QuantOptions.from_options(options))
+
+    def for_inference(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
+        if is_int8(model):  # the file holds the int8 model already
+            return model
+        return to_int8(model, QuantOptions.from_options(options))
+
+    def swap(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
+        return to_int8(model, QuantOptions.from_options(options))
+
+    def save(self, model: nn.Module, path: str | Path, options: Mapping[str, Any],
+             metadata: Mapping[str, str] | None = None) -> None:
+        opts = QuantOptions.from_options(options)
+        save_int8(to_int8(model, opts), path, opts, metadata)  # type: ignore[arg-type]
+
+
+EXTRA_VARIANTS.register("int8")(Int8Variant("int8"))
