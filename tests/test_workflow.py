@@ -53,8 +53,9 @@ def test_dry_run(name: str, tmp_path: Path) -> None:
     jobs = planned_jobs(snakemake("-n", workdir=tmp_path, config=ROOT / "config" / name))
     cfg = yaml.safe_load((ROOT / "config" / name).read_text())
     n_models = len(cfg["tasks"]) * len(cfg["variants"]) * len(cfg["seeds"])
+    n_swapped = len(cfg["tasks"]) * len(cfg["swapped"]) * len(cfg["seeds"])
     assert jobs["train_model"] == n_models
-    assert jobs["evaluate_model"] == n_models
+    assert jobs["evaluate_model"] == n_models + n_swapped
     assert jobs["plot_figure"] == len(cfg["figures"])
 
 
