@@ -104,7 +104,9 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     df = pd.read_parquet(smoke_run / "results/summary/icl_errors.parquet")
     assert list(df.columns) == list(ICL_ERRORS)
     assert set(df["task"]) == set(cfg["tasks"])
-    assert set(df["model"]) == {"softmax", *cfg["baselines"]}
+    assert set(df["model"]) == {*cfg["variants"], *cfg["swapped"], *cfg["baselines"]}
+    swapped = df[df["mode"] == "swapped"]
+    assert set(swapped["model"]) == set(cfg["swapped"])
     assert (df["ood"] == "none").all()
     per_model = df.groupby(["task", "model"])["n_examples"].agg(["min", "max", "count"])
     for (task, _), row in per_model.iterrows():
