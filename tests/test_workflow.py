@@ -27,12 +27,13 @@ pytestmark = pytest.mark.slow
 
 def snakemake(*args: str, workdir: Path | None = None, config: Path | None = None,
               check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "2"]
+    # targets first: --configfile takes several values and would swallow them
+    cmd = [SNAKEMAKE, *args, "-s", str(ROOT / "Snakefile"), "--cores", "2"]
     if workdir is not None:
         cmd += ["--directory", str(workdir)]
     if config is not None:
         cmd += ["--configfile", str(config)]
-    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -108,7 +109,7 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     swapped = df[df["mode"] == "swapped"]
     assert set(swapped["model"]) == set(cfg["swapped"])
     assert (df["ood"] == "none").all()
-    per_model = df.groupby(["task", "model"])["n_examples"].agg(["min", "max", "count"])
+    per_model = df.groupby(["task", "model", "mode"])["n_examples"].agg(["min", "max", "count"])
     for (task, _), row in per_model.iterrows():
         n = cfg["tasks"][task]["n_points"]
         assert (row["min"], row["max"], row["count"]) == (0, n - 1, n)
@@ -127,7 +128,7 @@ def test_one_figure_option_reruns_that_figure_only(smoke_run: Path) -> None:
     cfg = yaml.safe_load((smoke_run / "config.yaml").read_text())
     cfg["figures"]["icl_curves"]["log_y"] = True
     changed = smoke_run / "changed.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
+    changed.write_text(yaml.safe_dump(cfg))  # sorted keys: the rules' params must not care
     other = (smoke_run / "results/figures/errors_at_k.pdf").stat().st_mtime_ns
     proc = snakemake(workdir=smoke_run, config=changed)
     assert planned_jobs(proc) == {"plot_figure": 1, "all": 1}
@@ -194,8 +195,8 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path: Path, smoke_config) -> N
     killed = tmp_path / "killed"
     killed.mkdir()
     ckpt = killed / "results/checkpoints/linear_regression/softmax/seed0.ckpt"
-    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "1", "--directory", str(killed),
-           "--configfile", str(config), target]
+    cmd = [SNAKEMAKE, target, "-s", str(ROOT / "Snakefile"), "--cores", "1", "--directory",
+           str(killed), "--configfile", str(config)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

@@ -195,6 +195,19 @@ def check(raw: Mapping[str, Any]) -> Config:
     return cfg
 
 
+def canonical(obj: Any) -> Any:
+    """The same config with every mapping's keys sorted, recursively.
+
+    Snakemake compares a rule's ``params`` to those of the last run, key order included; sorting
+    once, before the rules read the config, makes reordering keys in a YAML file rerun nothing.
+    """
+    if isinstance(obj, Mapping):
+        return {key: canonical(obj[key]) for key in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
+
+
 def _wrap(build: Any, where: str) -> None:
     try:
         build()

@@ -2,7 +2,7 @@
 # rules) when the DAG is built, so a bad config fails before any job runs.
 from iclbench.baselines import BASELINES
 from iclbench.figures import FIGURES as FIGURE_REGISTRY
-from iclbench.config import check, validate_schema
+from iclbench.config import canonical, check, validate_schema
 import yaml
 
 validate_schema(
@@ -11,6 +11,10 @@ validate_schema(
     source="config",
 )
 CFG = check(config)
+# sorted keys: reordering a YAML file must not change any rule's params (and rerun it)
+_canonical = canonical(config)
+config.clear()
+config.update(_canonical)
 
 TASKS = list(config["tasks"])
 VARIANTS = list(config["variants"])
