@@ -71,11 +71,12 @@ NO_FLOP_OPS: set[str] = {
     "aten::dequantize", "aten::q_scale", "aten::q_zero_point", "aten::int_repr",
     "aten::_make_per_tensor_quantized_tensor", "aten::fake_quantize_per_tensor_affine",
     "quantized::linear_unpack", "quantized::linear_prepack", "quantized::linear_prepack_fp16",
-    "aten::_linalg_check_errors",
+    "aten::_empty_affine_quantized", "aten::_empty_per_channel_affine_quantized",
 }
 
 #: an op with no formula whose name matches this is probably a matrix product we cannot see
-_LOOKS_LIKE_MATMUL = re.compile(r"mm|matmul|linear|conv|attention|einsum|gemm|dot|mv|int8|quant")
+_LOOKS_LIKE_MATMUL = re.compile(
+    r"(mm|matmul|linear|conv(olution)?(\dd)?|attention|einsum|gemm|dot|mv)(_|$)|int8")
 
 
 def flop_formula(*names: str) -> Callable[[FlopFormula], FlopFormula]:
@@ -418,6 +419,7 @@ def crossovers(profile: pd.DataFrame, batch_size: int, reference: str = "softmax
     variant FLOPs) at the longest length.
     """
     df = profile[profile["batch_size"] == batch_size]
+    df = df.groupby(["model", "mode", "context_tokens"], as_index=False)[["latency_s", "flops"]].mean()
     ref = df[(df["model"] == reference) & (df["mode"] == "trained")].set_index("context_tokens")
     if ref.empty:
         raise ValueError(f"crossovers: no trained {reference!r} rows at batch size {batch_size}")
@@ -426,7 +428,7 @@ def crossovers(profile: pd.DataFrame, batch_size: int, reference: str = "softmax
         if model == reference and mode == "trained":
             continue
         g = g.set_index("context_tokens").sort_index()
-        common = g.index.intersection(ref.index)
+        common = g.index.intersection(ref.index).sort_values()
         if common.empty:
             continue
         speedup = (ref.loc[common, "latency_s"] / g.loc[common, "latency_s"]).to_numpy()
