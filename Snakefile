@@ -17,11 +17,13 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/profile.smk"
 
 
 localrules:
     all,
     aggregate_results,
+    aggregate_profile,
     plot_figure,
 
 
@@ -29,5 +31,6 @@ rule all:
     default_target: True
     input:
         "results/summary/icl_errors.parquet",
+        "results/summary/profile.parquet",
         expand("results/figures/{figure}.pdf", figure=FIGURES),
         expand("results/figures/{figure}.png", figure=FIGURES),

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from iclbench.results import ICL_ERRORS
+from iclbench.results import ICL_ERRORS, PROFILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -58,6 +58,7 @@ def test_dry_run(name: str, tmp_path: Path) -> None:
     assert jobs["train_model"] == n_models
     assert jobs["evaluate_model"] == n_models + n_swapped
     assert jobs["plot_figure"] == len(cfg["figures"])
+    assert jobs["profile_model"] == len(cfg["variants"]) + len(cfg["swapped"])
 
 
 def test_lint_is_clean() -> None:
@@ -114,6 +115,10 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
         n = cfg["tasks"][task]["n_points"]
         assert (row["min"], row["max"], row["count"]) == (0, n - 1, n)
     assert ((df["error_lo"] <= df["error"]) & (df["error"] <= df["error_hi"])).all()
+    profile = pd.read_parquet(smoke_run / "results/summary/profile.parquet")
+    assert list(profile.columns) == list(PROFILE)
+    assert set(zip(profile["model"], profile["mode"])) == {
+        *((v, "trained") for v in cfg["variants"]), *((v, "swapped") for v in cfg["swapped"])}
     for fig in cfg["figures"]:
         assert (smoke_run / f"results/figures/{fig}.pdf").stat().st_size > 1000
         assert (smoke_run / f"results/figures/{fig}.png").stat().st_size > 1000

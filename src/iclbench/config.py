@@ -116,6 +116,7 @@ class Config:
     eval: EvalConfig
     baselines: Mapping[str, Mapping[str, Any]]
     figures: Mapping[str, Mapping[str, Any]]
+    profile: Mapping[str, Any]
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Config:
@@ -156,6 +157,7 @@ def check(raw: Mapping[str, Any]) -> Config:
             eval=EvalConfig.from_dict(raw["eval"]),
             baselines={k: _options(v) for k, v in raw["baselines"].items()},
             figures={k: _options(v) for k, v in raw["figures"].items()},
+            profile=dict(raw["profile"]),
         )
     except KeyError as err:
         raise ConfigError(f"missing config key {err}") from None
@@ -192,6 +194,7 @@ def check(raw: Mapping[str, Any]) -> Config:
         _wrap(lambda: BASELINES.get(name).check_options(opts), f"baselines.{name}")
     for name, opts in cfg.figures.items():
         _wrap(lambda: FIGURES.get(name).check_options(opts), f"figures.{name}")
+    _check_profile(cfg)
     return cfg
 
 
@@ -215,13 +218,24 @@ def _wrap(build: Any, where: str) -> None:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def _check_device(device: str) -> None:
+def _check_profile(cfg: Config) -> None:
+    from iclbench.profiling import ProfileSpec
+
+    train_tokens = [2 * t.n_points for t in cfg.tasks.values()]
+    try:
+        ProfileSpec.from_dict(cfg.profile, train_tokens)
+    except ValueError as err:  # the message names the key
+        raise ConfigError(str(err)) from None
+    _check_device(str(cfg.profile["device"]), "profile.device")
+
+
+def _check_device(device: str, key: str = "device") -> None:
     if device == "auto":
         return
     try:
         torch.device(device)
     except RuntimeError:
-        raise ConfigError(f"device: {device!r} is not a torch device (use auto, cpu, cuda, cuda:N)") from None
+        raise ConfigError(f"{key}: {device!r} is not a torch device (use auto, cpu, cuda, cuda:N)") from None
 
 
 def resolve_device(device: str) -> torch.device:

@@ -169,3 +169,135 @@ def errors_at_k(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> 
     ax.legend(frameon=False, fontsize="small", ncol=2)
     fig.tight_layout()
     return fig
+
+
+@figure(
+    "scaling",
+    options={"batch_size": 1, "width": 8.0, "height": 3.4, "dpi": 150},
+    tables=("profile",),
+    caption=(
+        "Inference cost against context length (log-log), per variant and mode, at one batch "
+        "size: forward latency (median, IQR band) and forward FLOPs (causal attention counted as "
+        "computed). Dotted vertical lines mark where each variant becomes and stays faster than "
+        "trained softmax (the crossover length), labelled with its speed-up at the longest length. "
+        "Models of the trained shape with random weights and a position table long enough for the "
+        "longest length."
+    ),
+)
+def scaling(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
+    import seaborn as sns
+
+    from iclbench.profiling import crossovers, label
+
+    plt = _pyplot()
+    df = tables["profile"]
+    df = df[df["batch_size"] == int(opts["batch_size"])]
+    if df.empty:
+        raise ValueError(f"figures.scaling: no profile rows with batch_size == {opts['batch_size']}")
+    df = df.assign(label=label(df["model"], df["mode"])).sort_values("context_tokens")
+    labels = sorted(df["label"].unique(), key=lambda s: (s != "softmax", s))
+    palette = dict(zip(labels, sns.color_palette("tab10", len(labels))))
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(opts["width"], opts["height"]))
+    for name in labels:
+        g = df[df["label"] == name]
+        ax_t.plot(g["context_tokens"], g["latency_s"], "o-", ms=3, color=palette[name], label=name)
+        ax_t.fill_between(g["context_tokens"], (g["latency_s"] - g["latency_iqr_s"] / 2).clip(lower=1e-9),
+                          g["latency_s"] + g["latency_iqr_s"] / 2, color=palette[name], alpha=0.2, lw=0)
+        ax_f.plot(g["context_tokens"], g["flops"], "o-", ms=3, color=palette[name], label=name)
+    has_reference = ((df["model"] == "softmax") & (df["mode"] == "trained")).any()
+    if has_reference:
+        for _, row in crossovers(df, int(opts["batch_size"])).iterrows():
+            name = row["model"] if row["mode"] != "swapped" else f"{row['model']} (swapped)"
+            if row["crossover_tokens"] == row["crossover_tokens"]:  # not NaN
+                ax_t.axvline(row["crossover_tokens"], color=palette[name], ls=":", lw=1)
+                ax_t.annotate(f"{row['speedup_at_longest']:.1f}x", (row["longest_tokens"],
+                              df.loc[df["label"] == name, "latency_s"].iloc[-1]),
+                              xytext=(3, 0), textcoords="offset points", fontsize="x-small",
+                              color=palette[name], va="center")
+    device = ", ".join(sorted(df["device"].unique()))
+    threads = ", ".join(str(t) for t in sorted(df["threads"].unique()))
+    for ax, ylabel in ((ax_t, "seconds per forward (median)"), (ax_f, "forward FLOPs")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel(ylabel)
+    ax_t.set_title(f"latency ({device}, {threads} threads, batch {opts['batch_size']})",
+                   fontsize="small")
+    ax_f.set_title("FLOPs", fontsize="small")
+    handles, names = ax_t.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+@figure(
+    "pareto",
+    options={"batch_size": 64, "k_per_dim": 2, "panel_width": 3.2, "panel_height": 3.0,
+             "dpi": 150},
+    tables=("icl_errors", "profile"),
+    caption=(
+        "Accuracy against cost: in-distribution normalised error at k = k_per_dim x d in-context "
+        "examples (d from the profile table's n_dims; mean over seeds, bootstrap interval) against "
+        "forward latency at the task's training length (2 tokens per example) and one batch size, "
+        "one point per variant and mode, one panel per task. Lower left is better."
+    ),
+)
+def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
+    import seaborn as sns
+
+    from iclbench.profiling import label
+
+    plt = _pyplot()
+    prof = tables["profile"]
+    prof = prof[prof["batch_size"] == int(opts["batch_size"])]
+    if prof.empty:
+        raise ValueError(f"figures.pareto: no profile rows with batch_size == {opts['batch_size']}")
+    n_dims = prof["n_dims"].unique()
+    if len(n_dims) != 1:
+        raise ValueError(f"figures.pareto: profile rows disagree on n_dims ({sorted(n_dims)})")
+    k = int(opts["k_per_dim"]) * int(n_dims[0])
+    err = tables["icl_errors"]
+    err = err[(err["kind"] == "transformer") & (err["ood"] == "none")]
+    # a task's training length: 2 tokens per point, n_points = last n_examples + 1
+    train_tokens = 2 * (err.groupby("task")["n_examples"].max() + 1)
+    err = err[err["n_examples"] == k]
+    if err.empty:
+        raise ValueError(f"figures.pareto: no in-distribution transformer errors at n_examples "
+                         f"== {k} (k_per_dim {opts['k_per_dim']} x n_dims {n_dims[0]})")
+    points = (err.groupby(["task", "model", "mode"], as_index=False)
+              [["error", "error_lo", "error_hi"]].mean())
+    points["context_tokens"] = points["task"].map(train_tokens)
+    points = points.merge(prof[["model", "mode", "context_tokens", "latency_s"]],
+                          on=["model", "mode", "context_tokens"], how="inner")
+    if points.empty:
+        raise ValueError("figures.pareto: no profile rows at the tasks' training lengths")
+    points["label"] = label(points["model"], points["mode"])
+    tasks = list(dict.fromkeys(points["task"]))
+    labels = sorted(points["label"].unique(), key=lambda s: (s != "softmax", s))
+    palette = dict(zip(labels, sns.color_palette("tab10", len(labels))))
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, len(tasks), squeeze=False,
+                             figsize=(opts["panel_width"] * len(tasks), opts["panel_height"]))
+    for ax, task in zip(axes[0], tasks):
+        sub = points[points["task"] == task]
+        for _, row in sub.iterrows():
+            ax.errorbar(row["latency_s"], row["error"],
+                        yerr=[[row["error"] - row["error_lo"]], [row["error_hi"] - row["error"]]],
+                        fmt="o", color=palette[row["label"]], label=row["label"], ms=5, capsize=2)
+        ax.set_xscale("log")
+        ax.set_title(f"{task.replace('_', ' ')} ({int(sub['context_tokens'].iloc[0])} tokens)",
+                     fontsize="small")
+        ax.set_xlabel(f"seconds per forward (batch {opts['batch_size']})")
+    axes[0][0].set_ylabel(f"squared error / Var(y) at k = {k}")
+    handles, names = [], []
+    for ax in axes[0]:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig

@@ -19,7 +19,7 @@ from iclbench.config import EvalConfig, ModelConfig, TaskConfig, TrainConfig, re
 from iclbench.curriculum import Schedule
 from iclbench.evaluate import evaluate, load_prompts, make_prompts, model_predictor, save_prompts
 from iclbench.model import ModelSpec, load_model
-from iclbench.results import ICL_ERRORS, read_parquet, tidy, write_json, write_parquet
+from iclbench.results import ICL_ERRORS, PROFILE, read_parquet, tidy, write_json, write_parquet
 from iclbench.tasks import build_task
 from iclbench.variants import get_variant
 
@@ -143,6 +143,34 @@ def aggregate_results(inputs: Sequence[str | Path], output: str | Path) -> None:
     keys = ["task", "kind", "model", "mode", "seed", "ood", "ood_level", "n_examples"]
     df = df.sort_values(keys, na_position="first", kind="stable")
     write_parquet(tidy(df, ICL_ERRORS), output)
+
+
+def profile_model(
+    variant: str, mode: str, params: Mapping[str, Any], threads: int, output: str | Path,
+) -> None:
+    """Forward FLOPs, latency and peak memory of one variant across the profile grid."""
+    from iclbench.profiling import ProfileSpec, profile_variant
+
+    spec = ProfileSpec.from_dict(params["profile"], params["train_tokens"])
+    model_cfg = ModelConfig.from_dict(params["model"])
+    base = ModelSpec(int(params["n_dims"]), max(spec.context_tokens), model_cfg.n_embd,
+                     model_cfg.n_layer, model_cfg.n_head)
+    device = resolve_device(spec.device)
+    log.info("profiling %s/%s on %s (%s) with %d threads: %d measurements", variant, mode, device,
+             spec.dtype, threads, len(spec.grid()))
+    table = profile_variant(variant, mode, dict(params["variant_options"]), base, spec, device,
+                            threads)
+    write_parquet(tidy(table, PROFILE), output)
+
+
+def aggregate_profile(inputs: Sequence[str | Path], output: str | Path) -> None:
+    """Concatenate the per-variant profile tables into one tidy, sorted table."""
+    frames = [read_parquet(p) for p in inputs]
+    if not frames:
+        raise ValueError("aggregate_profile: no profile tables to aggregate")
+    df = pd.concat(frames, ignore_index=True)
+    df = df.sort_values(["model", "mode", "batch_size", "context_tokens"], kind="stable")
+    write_parquet(tidy(df, PROFILE), output)
 
 
 def plot_figure(

@@ -40,6 +40,30 @@ ICL_ERRORS: dict[str, str] = {
 }
 
 
+#: ``profile`` columns: one row per (model, mode, batch_size, context_tokens); see iclbench.profiling
+PROFILE: dict[str, str] = {
+    "model": "string",  # variant name (registry key under variants: or swapped:)
+    "mode": "string",  # "trained" (the variant's own model) or "swapped" (put into a softmax model)
+    "context_tokens": "int64",  # prompt length in tokens (2 per in-context example)
+    "batch_size": "int64",
+    "device": "string",
+    "dtype": "string",
+    "threads": "int64",  # torch threads while timing
+    "flops": "int64",  # forward FLOPs (causal fused attention counted as computed, see profiling)
+    "latency_s": "float64",  # median seconds per forward
+    "latency_iqr_s": "float64",  # interquartile range of the seconds per forward
+    "n_timed": "int64",  # timed blocks behind the median
+    "peak_mem_bytes": "int64",  # peak allocator bytes during a forward above those held before it
+    "mem_method": "string",  # how peak_mem_bytes was measured
+    "uncounted_ops": "string",  # comma-separated ops that look like matmuls but have no formula
+    "n_dims": "int64",  # model shape: input dimension d ...
+    "n_embd": "int64",
+    "n_layer": "int64",
+    "n_head": "int64",
+    "torch_version": "string",
+}
+
+
 def tidy(df: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
     """Columns in schema order with schema dtypes; raises naming any missing column."""
     missing = [c for c in schema if c not in df.columns]

@@ -81,3 +81,9 @@ def model_to_evaluate(wildcards):
 def figure_tables(wildcards):
     tables = FIGURE_REGISTRY.get(wildcards.figure).tables
     return {t: f"results/summary/{t}.parquet" for t in tables}
+
+
+def profile_tables():
+    trained = expand("results/profile/{variant}-trained.parquet", variant=VARIANTS)
+    swapped = expand("results/profile/{variant}-swapped.parquet", variant=SWAPPED)
+    return trained + swapped

@@ -24,6 +24,8 @@ class Attention(nn.Module):
     options: ClassVar[Mapping[str, Any]] = {}
     #: True where the variant approximates exact softmax attention (swappable into a softmax model)
     approximates_softmax: ClassVar[bool] = False
+    #: True where the variant's cost grows slower than T^2 (tests fit the FLOPs exponent)
+    subquadratic: ClassVar[bool] = False
 
     def __init__(self, n_head: int, head_dim: int, **options: Any) -> None:
         super().__init__()

@@ -1,0 +1,462 @@
+"""Inference cost of a model variant: forward FLOPs, latency and peak memory across context lengths.
+
+SPEC section 6: at the paper's prompt lengths attention is a small share of the work, so the gains
+of efficient attention show only at long contexts; this module sweeps the context length far past
+the training length. For one variant and mode it builds a model of the trained shape, applies the
+variant's hooks exactly as training and evaluation do, and measures, at each (batch size, context
+length), with a position table long enough for the longest length. Cost does not depend on the
+weights, so the weights are a fixed random initialisation: accuracy is not claimed here.
+
+Conventions (stated in the README too):
+
+- **FLOPs** are counted by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add is 2 FLOPs;
+  only matrix products count, as there) extended where it is blind: (1) the fused
+  ``scaled_dot_product_attention`` kernels (on CPU torch 2.13 counts 0 for them; on CUDA it counts
+  the full T x T square) are counted as a causal kernel computes them, i.e. only the visible
+  (query, key) pairs, ``T(T+1)/2`` per head, in both the score and the PV product; (2) int8 matmul
+  ops get formulas (an int8 multiply-add is 2 ops, like a float one); (3) ``mv``/``dot``/``addmv``/
+  ``addbmm`` get the obvious formulas. Explicit matmuls, such as a custom attention's ``q @ kᵀ``,
+  count what they compute: the full square even when a mask is applied afterwards. Ops that look
+  like arithmetic but have no formula are reported (a warning and the ``uncounted_ops`` column);
+  :func:`flop_formula` adds one.
+- **Latency**: ``torch.utils.benchmark.Timer`` with the thread count set explicitly; its block-size
+  estimation runs the forward untimed first (the warm-up), ``blocked_autorange`` then times blocks
+  for ``min_run_time`` seconds, topped up to ``replicates`` blocks; median and interquartile range
+  per forward. The Timer synchronises CUDA around each block.
+- **Peak memory**: the peak of bytes held by torch's allocator during one forward (the untimed one
+  whose FLOPs are counted), above what was held just before it (weights and inputs excluded: this
+  is the forward's working memory). On CUDA
+  from ``torch.cuda.max_memory_allocated``; on the CPU from the allocation and free events of
+  ``torch.profiler`` (``profile_memory=True``): the running sum of their sizes, in time order.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+from iclbench.model import Decoder, ModelSpec, load_model, save_model
+from iclbench.seeding import generator
+from iclbench.variants import get_variant
+
+log = logging.getLogger(__name__)
+
+MODES = ("trained", "swapped")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs
+
+#: a formula gets the op's raw arguments (tensors, not shapes) and ``out_val``; returns FLOPs
+FlopFormula = Callable[..., int]
+
+#: op name ("namespace::name") -> formula; added to FlopCounterMode's own (and overriding them)
+FLOP_FORMULAS: dict[str, FlopFormula] = {}
+
+#: ops outside aten, or with matmul-like names, that do no arithmetic worth counting
+NO_FLOP_OPS: set[str] = {
+    "aten::quantize_per_tensor", "aten::quantize_per_tensor_dynamic", "aten::quantize_per_channel",
+    "aten::dequantize", "aten::q_scale", "aten::q_zero_point", "aten::int_repr",
+    "aten::_make_per_tensor_quantized_tensor", "aten::fake_quantize_per_tensor_affine",
+    "quantized::linear_unpack", "quantized::linear_prepack", "quantized::linear_prepack_fp16",
+    "aten::_empty_affine_quantized", "aten::_empty_per_channel_affine_quantized",
+}
+
+#: an op with no formula whose name matches this is probably a matrix product we cannot see
+_LOOKS_LIKE_MATMUL = re.compile(
+    r"(mm|matmul|linear|conv(olution)?(\dd)?|attention|einsum|gemm|dot|mv)(_|$)|int8")
+
+
+def flop_formula(*names: str) -> Callable[[FlopFormula], FlopFormula]:
+    """Decorator: register ``formula`` for the ops ``names`` ("quantized::linear_dynamic", ...).
+
+    Ops that this torch build lacks are skipped when counting, so formulas for optional backends
+    (torchao, onednn) can live here too.
+    """
+
+    def decorate(formula: FlopFormula) -> FlopFormula:
+        for name in names:
+            if name in FLOP_FORMULAS:
+                raise ValueError(f"FLOP formula for {name!r} is registered twice")
+            FLOP_FORMULAS[name] = formula
+        return formula
+
+    return decorate
+
+
+def _packet(name: str) -> torch._ops.OpOverloadPacket | None:
+    namespace, op = name.split("::")
+    try:
+        return getattr(getattr(torch.ops, namespace), op)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def causal_pairs(s_q: int, s_k: int) -> int:
+    """(query, key) pairs a causal kernel visits: query i sees keys 0..i (top-left aligned)."""
+    if s_q <= s_k:
+        return s_q * (s_q + 1) // 2
+    return s_k * (s_k + 1) // 2 + (s_q - s_k) * s_k
+
+
+def _bound(schema: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str,
+           default: Any) -> Any:
+    for i, arg in enumerate(schema.arguments):
+        if arg.name == name:
+            if i < len(args):
+                return args[i]
+            return kwargs.get(name, default)
+    return default
+
+
+def _sdpa_formula(name: str) -> FlopFormula:
+    """Score and PV products of a fused SDPA kernel; causal ones visit only the visible pairs."""
+
+    def formula(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+        q, k, v = args[:3]  # (B, nh, T, hs); keys and values may have fewer heads (GQA)
+        packet = _packet(name)
+        causal = bool(_bound(packet.default._schema, args, kwargs, "is_causal", False))
+        b, h, s_q, d_qk = q.shape
+        s_k, d_v = k.shape[-2], v.shape[-1]
+        pairs = causal_pairs(s_q, s_k) if causal else s_q * s_k
+        return 2 * b * h * pairs * (d_qk + d_v)
+
+    return formula
+
+
+for _name in ("aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_flash_attention",
+              "aten::_scaled_dot_product_efficient_attention",
+              "aten::_scaled_dot_product_cudnn_attention"):
+    flop_formula(_name)(_sdpa_formula(_name))
+
+
+def _packed_linear_flops(x: torch.Tensor, packed: Any) -> int:
+    """2 * tokens * in * out for a linear layer whose weight (out, in) sits in packed params."""
+    weight = packed.unpack()[0]
+    n_out, n_in = weight.shape
+    return 2 * (x.numel() // n_in) * n_in * n_out
+
+
+@flop_formula("quantized::linear_dynamic", "quantized::linear_relu_dynamic",
+              "quantized::linear_dynamic_fp16", "quantized::linear", "quantized::linear_relu")
+def _quantized_linear_flop(x: torch.Tensor, packed: Any, *args: Any, out_val: Any = None,
+                           **kwargs: Any) -> int:
+    return _packed_linear_flops(x, packed)
+
+
+@flop_formula("aten::_int_mm")
+def _int_mm_flop(a: torch.Tensor, b: torch.Tensor, *args: Any, out_val: Any = None,
+                 **kwargs: Any) -> int:
+    (m, k), n = a.shape, b.shape[1]  # (M, K) @ (K, N), int8 in, int32 out
+    return 2 * m * k * n
+
+
+@flop_formula("aten::_weight_int8pack_mm")
+def _weight_int8pack_mm_flop(a: torch.Tensor, w: torch.Tensor, *args: Any, out_val: Any = None,
+                             **kwargs: Any) -> int:
+    return 2 * (a.numel() // a.shape[-1]) * a.shape[-1] * w.shape[0]  # A (..., K), W (N, K)
+
+
+@flop_formula("aten::mv", "aten::addmv")
+def _mv_flop(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    m = next(a for a in args if isinstance(a, torch.Tensor) and a.dim() == 2)
+    return 2 * m.numel()
+
+
+@flop_formula("aten::dot", "aten::vdot")
+def _dot_flop(a: torch.Tensor, b: torch.Tensor, *args: Any, out_val: Any = None,
+              **kwargs: Any) -> int:
+    return 2 * a.numel()
+
+
+@flop_formula("aten::addbmm")
+def _addbmm_flop(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *args: Any,
+                 out_val: Any = None, **kwargs: Any) -> int:
+    return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+
+def _custom_mapping() -> dict[Any, FlopFormula]:
+    mapping: dict[Any, FlopFormula] = {}
+    for name, formula in FLOP_FORMULAS.items():
+        packet = _packet(name)
+        if packet is not None:
+            formula._get_raw = True  # type: ignore[attr-defined]  (raw tensors, not shapes)
+            mapping[packet] = formula
+    return mapping
+
+
+def _op_name(func: Any) -> str:
+    return str(func._overloadpacket._qualified_op_name) if hasattr(func, "_overloadpacket") \
+        else str(func)
+
+
+class _OpWatcher(TorchDispatchMode):
+    """Records every op that runs (after FlopCounterMode's decompositions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.seen.add(_op_name(func))
+        return func(*args, **(kwargs or {}))
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    total: int
+    by_op: Mapping[str, int]
+    uncounted: tuple[str, ...]  # ops that look like arithmetic but have no formula
+
+
+def count_flops(fn: Callable[[], Any]) -> FlopCount:
+    """FLOPs of one call of ``fn`` (see the module docstring for the conventions).
+
+    Warns once per op that looks like a matrix product but has no formula; such ops are missing
+    from the total.
+    """
+    mapping = _custom_mapping()
+    watcher = _OpWatcher()
+    # the watcher is entered first, so it sits below the counter and sees the ops that actually
+    # run after the counter's decompositions
+    with watcher, FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    known = {str(p._qualified_op_name) for p in (*flop_registry, *mapping)
+             if hasattr(p, "_qualified_op_name")}
+    uncounted = tuple(sorted(
+        op for op in watcher.seen
+        if op not in known and op not in NO_FLOP_OPS
+        and (not op.startswith(("aten::", "prim::", "prims::"))
+             or _LOOKS_LIKE_MATMUL.search(op.split("::", 1)[1]))
+    ))
+    for op in uncounted:
+        warnings.warn(f"FLOPs: op {op} has no FLOP formula and is not counted "
+                      "(add one with iclbench.profiling.flop_formula)", stacklevel=2)
+    by_op = {str(getattr(k, "_qualified_op_name", k)): int(v)
+             for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    return FlopCount(int(counter.get_total_flops()), by_op, uncounted)
+
+
+# ---------------------------------------------------------------------------------------------
+# latency and memory
+
+
+@dataclass(frozen=True)
+class Timing:
+    median: float  # seconds per call
+    iqr: float  # seconds
+    n_blocks: int  # timed blocks behind the median
+
+
+def time_call(fn: Callable[[], Any], threads: int, min_run_time: float, replicates: int) -> Timing:
+    """Median and IQR of one call of ``fn`` with ``torch.utils.benchmark.Timer``."""
+    from torch.utils.benchmark import Measurement, Timer
+
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    first = timer.blocked_autorange(min_run_time=min_run_time)  # estimates the block: warm-up
+    extra = [timer.timeit(first.number_per_run)
+             for _ in range(max(0, replicates - len(first.raw_times)))]
+    m = Measurement.merge([first, *extra])[0]
+    return Timing(float(m.median), float(m.iqr), len(m.times))
+
+
+def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[int, str]:
+    """Peak bytes allocated during one call of ``fn`` above those held before it, and the method."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before), "cuda_max_memory_allocated"
+    from torch._C._autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # allocation (+) and free (-) events of the CPU allocator during the call, in time order
+    events = [e for e in prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    events.sort(key=lambda e: e.start_ns())
+    running = peak = 0
+    for e in events:
+        running += e.nbytes()
+        peak = max(peak, running)
+    return int(peak), "torch_profiler_cpu_allocator"
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """What to measure (the config's ``profile:`` section plus the tasks' training lengths)."""
+
+    context_tokens: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    max_batch_tokens: int
+    min_run_time: float
+    replicates: int
+    dtype: str
+    device: str
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], train_tokens: Iterable[int] = ()) -> ProfileSpec:
+        tokens = sorted({int(t) for t in raw["context_tokens"]} | {int(t) for t in train_tokens})
+        odd = [t for t in tokens if t % 2]
+        if odd:
+            raise ValueError(f"profile.context_tokens: {odd} odd; a prompt is (x, y) token pairs")
+        if raw["dtype"] not in DTYPES:
+            raise ValueError(f"profile.dtype: {raw['dtype']!r}; known are: {', '.join(DTYPES)}")
+        return cls(tuple(tokens), tuple(sorted({int(b) for b in raw["batch_sizes"]})),
+                   int(raw["max_batch_tokens"]), float(raw["min_run_time"]),
+                   int(raw["replicates"]), str(raw["dtype"]), str(raw["device"]))
+
+    def grid(self) -> list[tuple[int, int]]:
+        """(batch, tokens) pairs: batch x tokens within the cap; each length at least once."""
+        pairs = []
+        for t in self.context_tokens:
+            batches = [b for b in self.batch_sizes if b * t <= self.max_batch_tokens]
+            pairs += [(b, t) for b in batches or self.batch_sizes[:1]]
+        return pairs
+
+
+def build_model(variant: str, mode: str, options: Mapping[str, Any], base: ModelSpec,
+                device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
+    """The model that evaluation would run, with random weights.
+
+    ``trained``: the variant's ``model_spec`` and ``prepare_training`` hooks, then a save/load
+    round trip (what training writes and evaluation reads), then ``for_inference``. ``swapped``:
+    a softmax model with the variant put in by ``swap``. ``base`` is the softmax shape.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known are: {', '.join(MODES)}")
+    kind = get_variant(variant)
+    spec = kind.model_spec(base, options) if mode == "trained" else base
+    model: nn.Module = Decoder(spec, generator=generator(seed, "profile", variant))
+    if mode == "trained":
+        model = kind.prepare_training(model, options)  # type: ignore[arg-type]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.safetensors"
+            save_model(model, path)  # type: ignore[arg-type]
+            model = load_model(path, device)
+    model = model.to(device).eval()
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    hook = kind.for_inference if mode == "trained" else kind.swap
+    return hook(model, options).eval()  # type: ignore[arg-type]
+
+
+def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: ModelSpec,
+                    spec: ProfileSpec, device: torch.device, threads: int) -> pd.DataFrame:
+    """One row per (batch, tokens) of :meth:`ProfileSpec.grid` (columns: ``results.PROFILE``)."""
+    torch.set_num_threads(threads)
+    dtype = DTYPES[spec.dtype]
+    longest = max(spec.context_tokens)
+    # a position table long enough for the longest length: cost does not depend on the weights
+    base = ModelSpec(base.n_dims, max(base.n_positions, longest), base.n_embd, base.n_layer,
+                     base.n_head, base.attention, base.attention_options)
+    model = build_model(variant, mode, options, base, device, dtype)
+    rng = generator(0, "profile-inputs")
+    rows = []
+    for batch, tokens in spec.grid():
+        n = tokens // 2
+        xs = torch.randn(batch, n, base.n_dims, generator=rng).to(device, dtype)
+        ys = torch.randn(batch, n, generator=rng).to(device, dtype)
+
+        def forward(xs: torch.Tensor = xs, ys: torch.Tensor = ys) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(xs, ys)
+
+        # one untimed forward gives both the FLOPs and the peak memory (the counter allocates
+        # no tensors); it saves a forward per point, which matters at 8192 tokens
+        counts: list[FlopCount] = []
+        mem, mem_method = peak_memory(lambda: counts.append(count_flops(forward)), device)
+        flops = counts[0]
+        timing = time_call(forward, threads, spec.min_run_time, spec.replicates)
+        log.info("%s/%s B=%d T=%d: %.3g FLOPs, %.4g s (IQR %.2g, %d blocks), %.3g MB",
+                 variant, mode, batch, tokens, flops.total, timing.median, timing.iqr,
+                 timing.n_blocks, mem / 2**20)
+        rows.append({
+            "model": variant, "mode": mode, "context_tokens": tokens, "batch_size": batch,
+            "device": str(device), "dtype": spec.dtype, "threads": torch.get_num_threads(),
+            "flops": flops.total, "latency_s": timing.median, "latency_iqr_s": timing.iqr,
+            "n_timed": timing.n_blocks, "peak_mem_bytes": mem, "mem_method": mem_method,
+            "uncounted_ops": ",".join(flops.uncounted), "n_dims": base.n_dims,
+            "n_embd": base.n_embd, "n_layer": base.n_layer, "n_head": base.n_head,
+            "torch_version": torch.__version__,
+        })
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the results
+
+
+def label(model: pd.Series, mode: pd.Series) -> pd.Series:
+    """``relu`` for a trained variant, ``nystrom (swapped)`` for a swapped one."""
+    return model.where(mode != "swapped", model + " (swapped)")
+
+
+def crossovers(profile: pd.DataFrame, batch_size: int, reference: str = "softmax") -> pd.DataFrame:
+    """Where each variant overtakes the trained ``reference`` in latency, at ``batch_size``.
+
+    One row per (model, mode) other than the reference: ``crossover_tokens`` is the length from
+    which the variant stays faster (interpolated log-log between the two measured lengths around
+    it; NaN if it is never faster at the longest length, the shortest length if it always is),
+    with the speed-up (reference latency / variant latency) and FLOP ratio (reference FLOPs /
+    variant FLOPs) at the longest length.
+    """
+    df = profile[profile["batch_size"] == batch_size]
+    df = df.groupby(["model", "mode", "context_tokens"], as_index=False)[["latency_s", "flops"]].mean()
+    ref = df[(df["model"] == reference) & (df["mode"] == "trained")].set_index("context_tokens")
+    if ref.empty:
+        raise ValueError(f"crossovers: no trained {reference!r} rows at batch size {batch_size}")
+    rows = []
+    for (model, mode), g in df.groupby(["model", "mode"], sort=True):
+        if model == reference and mode == "trained":
+            continue
+        g = g.set_index("context_tokens").sort_index()
+        common = g.index.intersection(ref.index).sort_values()
+        if common.empty:
+            continue
+        speedup = (ref.loc[common, "latency_s"] / g.loc[common, "latency_s"]).to_numpy()
+        t = common.to_numpy(dtype=float)
+        faster = speedup > 1.0
+        cross = float("nan")
+        if faster[-1]:
+            slower = np.flatnonzero(~faster)
+            if slower.size == 0:
+                cross = t[0]
+            else:
+                i = slower[-1]  # last slower length; the next one is faster and stays so
+                x0, x1 = np.log(t[i]), np.log(t[i + 1])
+                y0, y1 = np.log(speedup[i]), np.log(speedup[i + 1])
+                cross = float(np.exp(x0 + (x1 - x0) * (-y0) / (y1 - y0)))
+        last = common[-1]
+        rows.append({"model": model, "mode": mode, "crossover_tokens": cross,
+                     "longest_tokens": int(last), "speedup_at_longest": float(speedup[-1]),
+                     "flop_ratio_at_longest": float(ref.loc[last, "flops"] / g.loc[last, "flops"])})
+    return pd.DataFrame(rows, columns=["model", "mode", "crossover_tokens", "longest_tokens",
+                                       "speedup_at_longest", "flop_ratio_at_longest"])
+
+
+def fitted_exponent(tokens: Sequence[float], values: Sequence[float]) -> float:
+    """Slope of log(values) against log(tokens) by least squares (2 = quadratic growth)."""
+    return float(np.polyfit(np.log(np.asarray(tokens, float)), np.log(np.asarray(values, float)),
+                            1)[0])

@@ -1,0 +1,256 @@
+"""Profiling: measured FLOPs against analytic oracles, sub-quadratic growth, complete rows, figures.
+
+The oracles are plain formulas from the model's shape (SPEC section 2) with the conventions of
+:mod:`iclbench.profiling`: a multiply-add is 2 FLOPs; causal fused attention visits T(T+1)/2
+(query, key) pairs per head; explicit matmuls count the full T x T square.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iclbench.attention import ATTENTION, build_attention
+from iclbench.config import ConfigError, check
+from iclbench.figures import FIGURES
+from iclbench.jobs import aggregate_profile, profile_model
+from iclbench.model import ModelSpec
+from iclbench.profiling import (
+    FLOP_FORMULAS, ProfileSpec, build_model, count_flops, crossovers, fitted_exponent,
+    profile_variant,
+)
+from iclbench.results import PROFILE, read_parquet
+from iclbench.variants import EXTRA_VARIANTS
+
+SPEC = ModelSpec(n_dims=3, n_positions=512, n_embd=16, n_layer=2, n_head=2)
+BATCH = 2
+
+
+def _linear_flops(s: ModelSpec, T: int, B: int) -> int:
+    """Read-in (d -> C) at every token, per layer qkv (3C^2) + out (C^2) + MLP (8C^2) at every
+    token, read-out (C -> 1) at the T/2 x-tokens; 2 FLOPs per multiply-add."""
+    C = s.n_embd
+    return 2 * B * T * s.n_dims * C + s.n_layer * 24 * B * T * C * C + 2 * B * (T // 2) * C
+
+
+def softmax_oracle(s: ModelSpec, T: int, B: int) -> int:
+    # causal SDPA: scores and PV over the T(T+1)/2 visible pairs, per head: 2 * 2 * pairs * hs
+    return _linear_flops(s, T, B) + s.n_layer * 2 * B * s.n_embd * T * (T + 1)
+
+
+def relu_oracle(s: ModelSpec, T: int, B: int) -> int:
+    # same matmuls as softmax, written out: q @ k^T and A @ v over the full T x T square
+    return _linear_flops(s, T, B) + s.n_layer * 4 * B * s.n_embd * T * T
+
+
+def int8_oracle(s: ModelSpec, T: int, B: int) -> int:
+    # int8 linear layers count 2 ops per multiply-add like float ones; attention stays float SDPA
+    return softmax_oracle(s, T, B)
+
+
+#: variant -> forward FLOPs of the whole model at T tokens and batch B; add one per merged variant
+ORACLES: dict[str, Callable[[ModelSpec, int, int], int]] = {
+    "softmax": softmax_oracle,
+    "relu": relu_oracle,
+    "int8": int8_oracle,
+}
+
+
+def registered(name: str) -> bool:
+    return name in ATTENTION or name in EXTRA_VARIANTS
+
+
+def all_variants() -> list[str]:
+    return sorted({*ATTENTION.names(), *EXTRA_VARIANTS.names()})
+
+
+@pytest.mark.parametrize("mode", ["trained", "swapped"])
+@pytest.mark.parametrize("tokens", [64, 256])
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_flops_match_oracle(name: str, tokens: int, mode: str) -> None:
+    if not registered(name):
+        pytest.skip(f"variant {name!r} is not registered in this checkout")
+    model = build_model(name, mode, {}, SPEC, torch.device("cpu"), torch.float32)
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(BATCH, tokens // 2, SPEC.n_dims, generator=g)
+    ys = torch.randn(BATCH, tokens // 2, generator=g)
+    with torch.inference_mode():
+        count = count_flops(lambda: model(xs, ys))
+    assert count.uncounted == ()
+    assert count.total == ORACLES[name](SPEC, tokens, BATCH)
+
+
+def test_causal_sdpa_is_counted_as_computed() -> None:
+    """torch 2.13 counts 0 for SDPA on the CPU; ours counts the visible pairs (all if not causal)."""
+    B, h, T, hs = 2, 3, 40, 8
+    q = torch.randn(B, h, T, hs)
+    causal = count_flops(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True))
+    full = count_flops(lambda: F.scaled_dot_product_attention(q, q, q))
+    assert causal.total == 2 * B * h * (T * (T + 1) // 2) * 2 * hs
+    assert full.total == 2 * B * h * T * T * 2 * hs
+
+
+def test_int8_dynamic_linear_has_a_formula() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(12, 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantize_dynamic is deprecated in favour of torchao
+        qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, torch.qint8)
+    x = torch.randn(3, 7, 12)
+    count = count_flops(lambda: qmodel(x))
+    assert count.uncounted == ()
+    assert count.total == 2 * 3 * 7 * 12 * 20
+
+
+@torch.library.custom_op("iclbench_test::mystery_mm", mutates_args=())
+def _mystery_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a @ b
+
+
+def test_unknown_op_warns_and_a_formula_fixes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = torch.randn(4, 5), torch.randn(5, 6)
+    with pytest.warns(UserWarning, match="iclbench_test::mystery_mm has no FLOP formula"):
+        count = count_flops(lambda: _mystery_mm(a, b))
+    assert count.uncounted == ("iclbench_test::mystery_mm",)
+    monkeypatch.setitem(FLOP_FORMULAS, "iclbench_test::mystery_mm",
+                        lambda a, b, out_val=None: 2 * a.shape[0] * a.shape[1] * b.shape[1])
+    count = count_flops(lambda: _mystery_mm(a, b))
+    assert count.uncounted == () and count.total == 2 * 4 * 5 * 6
+
+
+def _attention_flops(name: str, tokens: int) -> int:
+    n_head, head_dim = 2, 16
+    attention = build_attention(name, n_head, head_dim).eval()
+    q, k, v = (torch.randn(1, n_head, tokens, head_dim) for _ in range(3))
+    with torch.inference_mode():
+        return count_flops(lambda: attention(q, k, v)).total
+
+
+LENGTHS = [512, 1024, 2048, 4096]
+
+
+def test_softmax_flops_grow_quadratically() -> None:
+    """The control for the next test: exact causal attention has exponent ~2."""
+    assert fitted_exponent(LENGTHS, [_attention_flops("softmax", t) for t in LENGTHS]) > 1.9
+
+
+@pytest.mark.parametrize("name", [n for n in ATTENTION.names() if ATTENTION.get(n).subquadratic]
+                         or [pytest.param(None, marks=pytest.mark.skip(
+                             reason="no attention variant flagged subquadratic is registered"))])
+def test_subquadratic_flops(name: str) -> None:
+    flops = [_attention_flops(name, t) for t in LENGTHS]
+    assert fitted_exponent(LENGTHS, flops) < 1.8
+
+
+def _tiny_params(smoke_config: dict) -> dict:
+    return {"profile": smoke_config["profile"], "n_dims": smoke_config["n_dims"],
+            "model": smoke_config["model"],
+            "train_tokens": [2 * t["n_points"] for t in smoke_config["tasks"].values()]}
+
+
+def test_rows_complete_for_every_variant(smoke_config: dict, tmp_path: Path) -> None:
+    """Every registered variant, trained and swapped, in a tiny config: one finite row per point."""
+    names = all_variants()
+    smoke_config["variants"] = {n: {} for n in names}
+    smoke_config["swapped"] = {n: {} for n in names}
+    check(smoke_config)
+    params = _tiny_params(smoke_config)
+    grid = ProfileSpec.from_dict(params["profile"], params["train_tokens"]).grid()
+    outputs = []
+    for mode in ("trained", "swapped"):
+        for name in names:
+            out = tmp_path / f"{name}-{mode}.parquet"
+            profile_model(name, mode, {**params, "variant_options": {}}, 1, out)
+            outputs.append(out)
+    aggregate_profile(outputs, tmp_path / "profile.parquet")
+    df = read_parquet(tmp_path / "profile.parquet")
+    assert list(df.columns) == list(PROFILE)
+    for (name, mode), g in df.groupby(["model", "mode"]):
+        assert sorted(zip(g["batch_size"], g["context_tokens"])) == sorted(grid), (name, mode)
+    assert len(df) == 2 * len(names) * len(grid)
+    assert np.isfinite(df["latency_s"]).all() and (df["latency_s"] > 0).all()
+    assert np.isfinite(df["latency_iqr_s"]).all() and (df["latency_iqr_s"] >= 0).all()
+    assert (df["flops"] > 0).all() and (df["peak_mem_bytes"] > 0).all()
+    assert (df["n_timed"] >= smoke_config["profile"]["replicates"]).all()
+    assert (df["threads"] == 1).all() and (df["uncounted_ops"] == "").all()
+    assert set(df["context_tokens"]) >= set(params["train_tokens"])
+
+
+def test_grid_caps_batch_tokens_but_keeps_every_length() -> None:
+    spec = ProfileSpec.from_dict({"context_tokens": [128, 8192], "batch_sizes": [64, 1],
+                                  "max_batch_tokens": 8192, "min_run_time": 0.1, "replicates": 3,
+                                  "dtype": "float32", "device": "cpu"}, [22])
+    assert spec.grid() == [(1, 22), (64, 22), (1, 128), (64, 128), (1, 8192)]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("context_tokens", [33], "profile.context_tokens: [33] odd"),
+    ("device", "tpu", "profile.device: 'tpu' is not a torch device"),
+])
+def test_bad_profile_config_names_the_key(smoke_config: dict, key: str, value: object,
+                                          message: str) -> None:
+    smoke_config["profile"][key] = value
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check(smoke_config)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_profile_synchronises_and_measures_memory() -> None:
+    spec = ProfileSpec.from_dict({"context_tokens": [64, 256], "batch_sizes": [1],
+                                  "max_batch_tokens": 256, "min_run_time": 0.05, "replicates": 3,
+                                  "dtype": "float32", "device": "cuda"})
+    df = profile_variant("softmax", "trained", {}, SPEC, spec, torch.device("cuda"), 1)
+    assert (df["device"].str.startswith("cuda")).all()
+    assert (df["mem_method"] == "cuda_max_memory_allocated").all()
+    assert (df["peak_mem_bytes"] > 0).all() and (df["latency_s"] > 0).all()
+    assert (df["flops"] == [softmax_oracle(SPEC, t, 1) for t in (64, 256)]).all()
+
+
+def _synthetic_profile() -> pd.DataFrame:
+    rows = []
+    for t in [128, 256, 512, 1024, 2048]:
+        for model, mode, lat, fl in [("softmax", "trained", 1e-8 * t * t, 2.0 * t * t),
+                                     ("fast", "swapped", 4e-6 * t, 800.0 * t)]:
+            rows.append({"model": model, "mode": mode, "context_tokens": t, "batch_size": 1,
+                         "device": "cpu", "dtype": "float32", "threads": 2, "flops": int(fl),
+                         "latency_s": lat, "latency_iqr_s": lat / 10, "n_timed": 5,
+                         "peak_mem_bytes": 1, "mem_method": "x", "uncounted_ops": "",
+                         "n_dims": 3, "n_embd": 16, "n_layer": 1, "n_head": 2,
+                         "torch_version": torch.__version__})
+    return pd.DataFrame(rows).astype(PROFILE)
+
+
+def test_crossover_is_where_the_variant_becomes_faster() -> None:
+    # 1e-8 t^2 = 4e-6 t  <=>  t = 400
+    row = crossovers(_synthetic_profile(), batch_size=1).iloc[0]
+    assert (row["model"], row["mode"]) == ("fast", "swapped")
+    assert math.isclose(row["crossover_tokens"], 400.0, rel_tol=1e-6)
+    assert math.isclose(row["speedup_at_longest"], 1e-8 * 2048 / 4e-6)
+    assert math.isclose(row["flop_ratio_at_longest"], 2.0 * 2048 / 800.0, rel_tol=1e-3)
+
+
+def test_scaling_and_pareto_figures_draw() -> None:
+    prof = _synthetic_profile()
+    at_train = prof[prof["context_tokens"] == 128].assign(context_tokens=26)  # 13 points
+    prof = pd.concat([prof, at_train], ignore_index=True)
+    errors = pd.DataFrame([
+        {"task": "linear_regression", "model": m, "kind": "transformer", "mode": mode, "seed": 0,
+         "ood": "none", "ood_level": 0.0, "n_examples": k, "error": e, "error_lo": e * 0.9,
+         "error_hi": e * 1.1, "confidence": 0.9, "norm": 3.0, "n_prompts": 8, "device": "cpu",
+         "torch_version": torch.__version__}
+        for m, mode, e in [("softmax", "trained", 0.1), ("fast", "swapped", 0.3)]
+        for k in range(13)])
+    for name, tables in [("scaling", {"profile": prof}),
+                         ("pareto", {"profile": prof, "icl_errors": errors})]:
+        fig = FIGURES.get(name).render(tables, {"batch_size": 1})
+        assert fig.axes
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -1,0 +1,38 @@
+# Inference cost per variant: forward FLOPs, latency and peak memory across context lengths.
+# threads: profile.threads; set it to --cores so that no other job shares the CPU while timing.
+
+
+rule profile_model:
+    output:
+        "results/profile/{variant}-{mode}.parquet",
+    log:
+        "logs/profile_model/{variant}-{mode}.log",
+    conda:
+        "../../envs/iclbench.yaml"
+    threads: config["profile"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        job=lambda wc: {
+            "profile": config["profile"],
+            "n_dims": config["n_dims"],
+            "model": config["model"],
+            "train_tokens": [2 * t["n_points"] for t in config["tasks"].values()],
+            "variant_options": variant_options(wc),
+        },
+    script:
+        "../scripts/profile_model.py"
+
+
+rule aggregate_profile:
+    input:
+        profile_tables(),
+    output:
+        "results/summary/profile.parquet",
+    log:
+        "logs/aggregate_profile.log",
+    conda:
+        "../../envs/iclbench.yaml"
+    script:
+        "../scripts/aggregate_profile.py"
