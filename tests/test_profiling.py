@@ -64,6 +64,14 @@ ORACLES: dict[str, Callable[[ModelSpec, int, int], int]] = {
 }
 
 
+def options(name: str) -> dict:
+    """The variant's options as config/smoke.yaml states them ({} where it names none)."""
+    import yaml
+
+    smoke = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/smoke.yaml").read_text())
+    return dict({**smoke["swapped"], **smoke["variants"]}.get(name) or {})
+
+
 def registered(name: str) -> bool:
     return name in ATTENTION or name in EXTRA_VARIANTS
 
@@ -78,7 +86,7 @@ def all_variants() -> list[str]:
 def test_flops_match_oracle(name: str, tokens: int, mode: str) -> None:
     if not registered(name):
         pytest.skip(f"variant {name!r} is not registered in this checkout")
-    model = build_model(name, mode, {}, SPEC, torch.device("cpu"), torch.float32)
+    model = build_model(name, mode, options(name), SPEC, torch.device("cpu"), torch.float32)
     g = torch.Generator().manual_seed(0)
     xs = torch.randn(BATCH, tokens // 2, SPEC.n_dims, generator=g)
     ys = torch.randn(BATCH, tokens // 2, generator=g)
@@ -158,8 +166,8 @@ def _tiny_params(smoke_config: dict) -> dict:
 def test_rows_complete_for_every_variant(smoke_config: dict, tmp_path: Path) -> None:
     """Every registered variant, trained and swapped, in a tiny config: one finite row per point."""
     names = all_variants()
-    smoke_config["variants"] = {n: {} for n in names}
-    smoke_config["swapped"] = {n: {} for n in names}
+    smoke_config["variants"] = {n: options(n) for n in names}
+    smoke_config["swapped"] = {n: options(n) for n in names}
     check(smoke_config)
     params = _tiny_params(smoke_config)
     grid = ProfileSpec.from_dict(params["profile"], params["train_tokens"]).grid()
@@ -167,7 +175,7 @@ def test_rows_complete_for_every_variant(smoke_config: dict, tmp_path: Path) -> 
     for mode in ("trained", "swapped"):
         for name in names:
             out = tmp_path / f"{name}-{mode}.parquet"
-            profile_model(name, mode, {**params, "variant_options": {}}, 1, out)
+            profile_model(name, mode, {**params, "variant_options": options(name)}, 1, out)
             outputs.append(out)
     aggregate_profile(outputs, tmp_path / "profile.parquet")
     df = read_parquet(tmp_path / "profile.parquet")

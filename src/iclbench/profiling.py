@@ -48,7 +48,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from iclbench.model import Decoder, ModelSpec, load_model, save_model
+from iclbench.model import Decoder, ModelSpec, load_model
 from iclbench.seeding import generator
 from iclbench.variants import get_variant
 
@@ -155,6 +155,13 @@ def _packed_linear_flops(x: torch.Tensor, packed: Any) -> int:
               "quantized::linear_dynamic_fp16", "quantized::linear", "quantized::linear_relu")
 def _quantized_linear_flop(x: torch.Tensor, packed: Any, *args: Any, out_val: Any = None,
                            **kwargs: Any) -> int:
+    return _packed_linear_flops(x, packed)
+
+
+@flop_formula("quantized::linear_with_input_q_dq_qweight_dq_output_fp32")
+def _quantized_linear_fp32_io_flop(x: torch.Tensor, scale: Any, zero_point: Any, packed: Any,
+                                   *args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    # fbgemm's int8 linear with float32 in and out (iclbench.quant.Int8Linear)
     return _packed_linear_flops(x, packed)
 
 
@@ -353,7 +360,7 @@ def build_model(variant: str, mode: str, options: Mapping[str, Any], base: Model
         model = kind.prepare_training(model, options)  # type: ignore[arg-type]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.safetensors"
-            save_model(model, path)  # type: ignore[arg-type]
+            kind.save(model, path, options)
             model = load_model(path, device)
     model = model.to(device).eval()
     if dtype != torch.float32:
