@@ -26,7 +26,6 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils import benchmark
 
 from iclbench.attention import build_attention
-from iclbench.model import ModelSpec, SelfAttention
 
 
 def peak_bytes(fn: Callable[[], object]) -> int:
@@ -71,6 +70,8 @@ def main() -> None:
         base: tuple[float, int] | None = None
         for name, opts in variants.items():
             if args.with_projections:
+                from iclbench.model import ModelSpec, SelfAttention
+
                 spec = ModelSpec(n_dims=1, n_positions=T, n_embd=args.n_embd, n_layer=1,
                                  n_head=args.n_head, attention=name, attention_options=opts)
                 layer = SelfAttention(spec).eval()

@@ -54,7 +54,8 @@ def test_dry_run(name: str, tmp_path: Path) -> None:
     cfg = yaml.safe_load((ROOT / "config" / name).read_text())
     n_models = len(cfg["tasks"]) * len(cfg["variants"]) * len(cfg["seeds"])
     assert jobs["train_model"] == n_models
-    assert jobs["evaluate_model"] == n_models
+    n_swapped = len(cfg["tasks"]) * len(cfg["swapped"]) * len(cfg["seeds"])
+    assert jobs["evaluate_model"] == n_models + n_swapped
     assert jobs["plot_figure"] == len(cfg["figures"])
 
 
@@ -103,10 +104,12 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     df = pd.read_parquet(smoke_run / "results/summary/icl_errors.parquet")
     assert list(df.columns) == list(ICL_ERRORS)
     assert set(df["task"]) == set(cfg["tasks"])
-    assert set(df["model"]) == {"softmax", *cfg["baselines"]}
+    assert set(df["model"]) == {*cfg["variants"], *cfg["baselines"]}
+    swapped = df.loc[df["mode"] == "swapped", "model"]
+    assert set(swapped) == set(cfg["swapped"])
     assert (df["ood"] == "none").all()
-    per_model = df.groupby(["task", "model"])["n_examples"].agg(["min", "max", "count"])
-    for (task, _), row in per_model.iterrows():
+    per_model = df.groupby(["task", "model", "mode"])["n_examples"].agg(["min", "max", "count"])
+    for (task, _, _), row in per_model.iterrows():
         n = cfg["tasks"][task]["n_points"]
         assert (row["min"], row["max"], row["count"]) == (0, n - 1, n)
     assert ((df["error_lo"] <= df["error"]) & (df["error"] <= df["error_hi"])).all()

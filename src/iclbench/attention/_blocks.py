@@ -41,25 +41,33 @@ def block_counts(T: int, size: int, device: torch.device) -> Tensor:
     return (T - size * torch.arange(nb, device=device)).clamp(max=size).float()
 
 
+def block_masks(s: int, nb: int, R: int, bias: float,
+                device: torch.device) -> tuple[Tensor, Tensor]:
+    """Additive logit masks: (s, s) causal within a block (0 or -inf), and (nb, R) for the
+    summaries (``bias`` where summary r < block c, else -inf)."""
+    causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
+    local = torch.zeros(s, s, device=device).masked_fill_(~causal, float("-inf"))
+    earlier = torch.arange(R, device=device) < torch.arange(nb, device=device)[:, None]
+    summary = torch.full((nb, R), float("-inf"), device=device).masked_fill_(earlier, bias)
+    return local, summary
+
+
 def local_and_summary_attention(q: Tensor, k: Tensor, v: Tensor, sk: Tensor, sv: Tensor,
-                                first: int, scale: float, bias: float = 0.0) -> Tensor:
+                                local_mask: Tensor, summary_mask: Tensor, scale: float) -> Tensor:
     """One softmax over a block's own earlier keys and the summaries of strictly earlier blocks.
 
-    q, k, v: (n, nb, s, hs) for blocks ``first .. first + nb - 1``; sk: (n, R, hs) summary keys
-    (summary r stands for block r); sv: (n, nb, R, hs) or (n, 1, R, hs) summary values as seen by
-    each block. A query in block c sees its block's keys at positions <= its own and the summaries
-    r < c, whose logits get ``bias`` (e.g. log of the tokens a summary stands for). Logits are
-    ``scale * q . k``. Returns (n, nb, s, hs), in the inputs' (float32 or wider) dtype.
+    q, k, v: (n, nb, s, hs) for ``nb`` consecutive blocks; sk: (n, R, hs) summary keys (summary r
+    stands for block r); sv: (n, nb, R, hs) or (n, 1, R, hs) summary values as seen by each block;
+    local_mask (s, s) and summary_mask (nb, R) from :func:`block_masks` (rows of these blocks).
+    Logits are ``scale * q . k`` plus the masks. Returns (n, nb, s, hs) in the inputs' dtype.
     """
     n, nb, s, hs = q.shape
-    q = q * scale
     R = sk.shape[1]
-    local = q @ k.transpose(-1, -2)  # (n, nb, s, s)
-    causal = torch.ones(s, s, dtype=torch.bool, device=q.device).tril()
-    local = local.masked_fill(~causal, float("-inf"))
-    summ = (q.reshape(n, nb * s, hs) @ sk.transpose(-1, -2)).view(n, nb, s, R) + bias
-    blocks = torch.arange(first, first + nb, device=q.device)
-    earlier = torch.arange(R, device=q.device) < blocks[:, None]  # (nb, R): summary r < block c
-    summ = torch.where(earlier[None, :, None, :], summ, float("-inf"))
-    p = torch.softmax(torch.cat((local, summ), dim=-1), dim=-1)
-    return p[..., :s] @ v + p[..., s:] @ sv
+    # logits of both parts side by side, so that one softmax normalises them together
+    local = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(local_mask)  # (n, nb, s, s)
+    summ = (q.reshape(n, nb * s, hs) @ sk.transpose(-1, -2)).view(n, nb, s, R)
+    summ.mul_(scale).add_(summary_mask[:, None, :])
+    p = torch.cat((local, summ), dim=-1)
+    del local, summ
+    p = torch.softmax(p, dim=-1)
+    return torch.matmul(p[..., :s], v).add_(torch.matmul(p[..., s:], sv))

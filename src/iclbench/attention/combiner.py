@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from iclbench.attention._blocks import chunks, local_and_summary_attention, to_blocks
+from iclbench.attention._blocks import block_masks, chunks, local_and_summary_attention, to_blocks
 from iclbench.attention.base import ATTENTION, Attention
 
 
@@ -54,7 +54,9 @@ class CombinerAttention(Attention):
                 f"block), got {size!r}"
             )
         if not isinstance(self.opts["log_size_bias"], bool):
-            raise ValueError(f"log_size_bias must be true or false, got {self.opts['log_size_bias']!r}")
+            raise ValueError(
+                f"log_size_bias must be true or false, got {self.opts['log_size_bias']!r}"
+            )
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         B, H, T, hs = q.shape
@@ -64,6 +66,8 @@ class CombinerAttention(Attention):
         scale = hs**-0.5
         N, nb = qb.shape[:2]
         out = qb.new_empty(N, nb, s, hs)
+        bias = math.log(s) if self.opts["log_size_bias"] else 0.0
+        local_mask, summary_mask = block_masks(s, nb, nb, bias, q.device)
         for heads in chunks(N, nb * s * s):
             qh, kh, vh = qb[heads], kb[heads], vb[heads]
             # block summaries; a trailing padded block is never an *earlier* block, so its
@@ -75,7 +79,7 @@ class CombinerAttention(Attention):
             n = qh.shape[0]
             for blocks in chunks(nb, n * s * (s + nb)):
                 out[heads, blocks] = local_and_summary_attention(
-                    qh[:, blocks], kh[:, blocks], vh[:, blocks], sk, sv[:, None], blocks.start,
-                    scale, bias=math.log(s) if self.opts["log_size_bias"] else 0.0,
+                    qh[:, blocks], kh[:, blocks], vh[:, blocks], sk, sv[:, None], local_mask,
+                    summary_mask[blocks], scale,
                 )
         return out.view(B, H, nb * s, hs)[:, :, :T].to(q.dtype)

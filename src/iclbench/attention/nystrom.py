@@ -7,11 +7,15 @@ of ``s = ceil(T / landmarks)`` tokens and query ``i`` in segment ``c`` combines
 
 - exact causal attention to the keys of its own segment at positions ``<= i``, and
 - the ordinary (non-causal) Nystrom approximation of its attention to the *completed* prefix,
-  segments ``0 .. c-1``: landmarks of those segments only, ``A_c = softmax(Ql_<c Kl_<c^T)``, its
-  pseudo-inverse by the iteration ``Z <- Z (13I - A Z (15I - A Z (7I - A Z))) / 4``
-  (``pinv_iterations`` times, from ``Z_0 = A_c^T / (||A_c||_1 ||A_c||_inf)``, per matrix), and ``softmax(Ql_<c K_prefix^T)
-  V_prefix`` over the prefix keys only, evaluated right to left: ``(F Z_c) (B_c)`` with
-  ``Z_c B_c`` (landmarks x hs) formed once per segment.
+  segments ``0 .. c-1``, which lies wholly in the past: landmarks of those segments only,
+  ``F = softmax(q_i Kl_<c^T)``, ``A_c = softmax(Ql_<c Kl_<c^T)`` and its pseudo-inverse ``Z_c`` by
+  the iteration ``Z <- Z (13I - A Z (15I - A Z (7I - A Z))) / 4`` (``pinv_iterations`` times, from
+  ``Z_0 = A_c^T / (||A_c||_1 ||A_c||_inf)``, norms per matrix), and
+  ``B_c = softmax(Ql_<c K_prefix^T) V_prefix`` over the prefix keys only; evaluated right to left,
+  ``F (Z_c B_c)``, with ``Z_c B_c`` (landmarks x hs) formed once per segment.
+
+A causal design needs one pseudo-inverse per prefix: a single pseudo-inverse of all landmarks
+would mix later segments into earlier ones (``Z_0`` and its norms already read every landmark).
 
 The two parts share one softmax normaliser: the prefix's softmax mass is estimated from the
 landmarks, ``s * sum_{r<c} exp(q_i . Kl_r / sqrt(hs))`` (each completed segment's ``s`` keys stand
@@ -21,11 +25,11 @@ at positions ``<= i``: the layer is causal. Optional depthwise convolution skip 
 only; its weights start at zero, so swapping the variant into a softmax model is unaffected by it.
 
 Exact limits: one segment (``landmarks = 1``) is exact causal softmax; one token per segment
-(``landmarks >= T``) is exact once the pseudo-inverse has converged. Cost: O(T (s + m) hs) for the
-attention and O(m^4) for the m per-prefix pseudo-inverses (m = landmarks; independent of T); the T x T
-matrix is never formed. The landmark part is linear in T for a fixed m; the exact in-segment part
-is T s = T^2 / m, so choose m ~ sqrt(T) at long contexts. Works in (at least) float32 inside,
-returns the input dtype.
+(``landmarks >= T``) is exact once the pseudo-inverse has converged. Cost: O(T (s + m) hs) for
+the attention and O(m^4) for the m per-prefix pseudo-inverses (m = landmarks; independent of T);
+the T x T matrix is never formed. The landmark part is linear in T for a fixed m; the exact
+in-segment part is T s = T^2 / m, so choose m ~ sqrt(T) at long contexts. Works in (at least)
+float32 inside, returns the input dtype.
 """
 
 from __future__ import annotations
@@ -36,12 +40,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from iclbench.attention._blocks import block_counts, chunks, local_and_summary_attention, to_blocks
+from iclbench.attention._blocks import (
+    block_counts,
+    block_masks,
+    chunks,
+    local_and_summary_attention,
+    to_blocks,
+)
 from iclbench.attention.base import ATTENTION, Attention
 
 
 def iterative_pinv(a: Tensor, iterations: int) -> Tensor:
-    """Pseudo-inverse of each matrix in ``a`` (..., m, m) by Nystromformer's iteration (their eq. 16).
+    """Pseudo-inverse of each matrix in ``a`` (..., m, m) by Nystromformer's iteration (eq. 16).
 
     ``Z_0 = A^T / (||A||_1 ||A||_inf)`` with the norms of each matrix (max column sum, max row sum);
     an all-zero matrix gets ``Z = 0``. Zero rows and columns stay zero, so a smaller matrix padded
@@ -111,6 +121,8 @@ class NystromAttention(Attention):
         counts = block_counts(T, s, q.device)[None, :, None]
         ql, kl = qb.sum(2) * (scale / counts), kb.sum(2) / counts  # (N, m, hs) segment means
         out = qb.new_empty(N, m, s, hs)
+        # a completed segment's landmark stands for its s keys
+        local_mask, summary_mask = block_masks(s, m, m, math.log(s), q.device)
         for heads in chunks(N, m * m * s):
             vhat = prefix_values(ql[heads], kl[heads], kb[heads], vb[heads],
                                  self.opts["pinv_iterations"])  # (n, c, r, hs)
@@ -118,7 +130,7 @@ class NystromAttention(Attention):
             for blocks in chunks(m, n * s * (s + m)):
                 out[heads, blocks] = local_and_summary_attention(
                     qb[heads, blocks], kb[heads, blocks], vb[heads, blocks], kl[heads],
-                    vhat[:, blocks], blocks.start, scale, bias=math.log(s),
+                    vhat[:, blocks], local_mask, summary_mask[blocks], scale,
                 )
         y = out.view(B, H, m * s, hs)[:, :, :T]
         if self.conv is not None:
