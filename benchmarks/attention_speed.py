@@ -25,7 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils import benchmark
 
-from iclbench.attention import build_attention
+from iclbench.attention import _blocks, build_attention
 
 
 def peak_bytes(fn: Callable[[], object]) -> int:
@@ -54,14 +54,20 @@ def main() -> None:
     ap.add_argument("--landmarks", type=int, default=64)
     ap.add_argument("--block-size", type=int, default=None, help="combiner; default ~sqrt(T)")
     ap.add_argument("--with-projections", action="store_true")
+    ap.add_argument("--work-elements", type=int, default=None,
+                    help="override iclbench.attention._blocks.WORK_ELEMENTS (chunk size: memory "
+                         "against per-op overhead)")
     ap.add_argument("--min-run-time", type=float, default=2.0, help="seconds per measurement")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.work_elements:
+        _blocks.WORK_ELEMENTS = args.work_elements
     variants = {"softmax": {}, "nystrom": {"landmarks": args.landmarks},
                 "combiner": {"block_size": args.block_size}}
     hs = args.n_embd // args.n_head
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, float32, "
-          f"batch {args.batch}, {args.n_head} heads x {hs}, "
+          f"batch {args.batch}, {args.n_head} heads x {hs}, chunks of {_blocks.WORK_ELEMENTS} "
+          f"logits, "
           f"{'attention sublayer (projections + core)' if args.with_projections else 'core only'}")
     print(f"{'T':>6} {'variant':>9} {'options':>22} {'median ms':>10} {'IQR ms':>8} "
           f"{'peak MiB':>9} {'speed-up':>9} {'mem ratio':>9}")

@@ -20,9 +20,10 @@ from torch import Tensor
 WORK_ELEMENTS = 1 << 18
 
 
-def chunks(total: int, per_item: int, budget: int = WORK_ELEMENTS) -> list[slice]:
-    """Contiguous slices of ``range(total)`` whose ``per_item`` cost sums to at most ``budget``."""
-    step = max(1, budget // max(per_item, 1))
+def chunks(total: int, per_item: int, budget: int | None = None) -> list[slice]:
+    """Contiguous slices of ``range(total)`` whose ``per_item`` cost sums to at most ``budget``
+    (default :data:`WORK_ELEMENTS`, read at call time)."""
+    step = max(1, (WORK_ELEMENTS if budget is None else budget) // max(per_item, 1))
     return [slice(i, min(i + step, total)) for i in range(0, total, step)]
 
 
