@@ -174,7 +174,7 @@ def errors_at_k(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> 
 @figure(
     "variants",
     options={"n_examples": -1, "ood": "none", "panel_width": 3.0, "panel_height": 3.0, "dpi": 150,
-             "log_y": True},
+             "log_y": False, "ymax": 1.5},
     tables=("icl_errors",),
     caption=(
         "Attention variants against softmax, per task: normalised squared error at a fixed number "
@@ -206,7 +206,7 @@ def variants(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> Mpl
     models = sorted(present, key=lambda m: m != "softmax")
     baselines = sorted(lines["model"].unique())
     sns.set_theme(style="whitegrid", context="paper")
-    colours = dict(zip(baselines, sns.color_palette("Greys_r", len(baselines) + 2)))
+    colours = dict(zip(baselines, sns.color_palette("Dark2", len(baselines))))
     marks = {"trained": ("o", -0.12, "tab:blue"), "swapped": ("^", 0.12, "tab:orange")}
     fig, axes = plt.subplots(1, len(tasks), squeeze=False,
                              figsize=(opts["panel_width"] * len(tasks), opts["panel_height"]))
@@ -228,6 +228,10 @@ def variants(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> Mpl
         ax.set_title(task.replace("_", " "))
         if opts["log_y"]:
             ax.set_yscale("log")
+            # least squares is exact (~1e-14) on noiseless linear tasks: keep the variants readable
+            ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-3))
+        else:
+            ax.set_ylim(0, opts["ymax"])
     axes[0][0].set_ylabel("squared error / Var(y)")
     handles, names = axes[0][0].get_legend_handles_labels()
     seen = dict(zip(names, handles))
