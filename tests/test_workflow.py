@@ -107,11 +107,11 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     assert list(df.columns) == list(ICL_ERRORS)
     assert set(df["task"]) == set(cfg["tasks"])
     assert set(df["model"]) == {*cfg["variants"], *cfg["swapped"], *cfg["baselines"]}
-    swapped = df[df["mode"] == "swapped"]
-    assert set(swapped["model"]) == set(cfg["swapped"])
+    swapped = df.loc[df["mode"] == "swapped", "model"]
+    assert set(swapped) == set(cfg["swapped"])
     assert (df["ood"] == "none").all()
     per_model = df.groupby(["task", "model", "mode"])["n_examples"].agg(["min", "max", "count"])
-    for (task, _), row in per_model.iterrows():
+    for (task, _, _), row in per_model.iterrows():
         n = cfg["tasks"][task]["n_points"]
         assert (row["min"], row["max"], row["count"]) == (0, n - 1, n)
     assert ((df["error_lo"] <= df["error"]) & (df["error"] <= df["error_hi"])).all()

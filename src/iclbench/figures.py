@@ -301,3 +301,74 @@ def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFi
                bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
+
+
+@figure(
+    "variants",
+    options={"n_examples": -1, "ood": "none", "panel_width": 3.0, "panel_height": 3.0, "dpi": 150,
+             "log_y": False, "ymax": 1.5},
+    tables=("icl_errors",),
+    caption=(
+        "Attention variants against softmax, per task: normalised squared error at a fixed number "
+        "of in-context examples (option n_examples; -1 means the last position of each task's "
+        "prompt) for each variant trained as such (circles) and swapped into the softmax-trained "
+        "model at inference (triangles), with bootstrap intervals (transformers averaged over "
+        "seeds); dashed lines are the baselines, the dotted line is always predicting 0."
+    ),
+)
+def variants(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
+    import seaborn as sns
+
+    plt = _pyplot()
+    df = tables["icl_errors"]
+    df = df[df["ood"] == opts["ood"]]
+    k = int(opts["n_examples"])
+    last = df.groupby("task")["n_examples"].transform("max")
+    df = df[df["n_examples"] == (last if k < 0 else k)]
+    if df.empty:
+        raise ValueError(f"figures.variants: no rows with ood == {opts['ood']!r} and "
+                         f"n_examples == {k}")
+    points = (df[df["kind"] == "transformer"]
+              .groupby(["task", "model", "mode"], as_index=False)
+              [["error", "error_lo", "error_hi"]].mean())
+    lines = df[df["kind"] == "baseline"].groupby(["task", "model"], as_index=False)["error"].mean()
+    tasks = list(dict.fromkeys(df["task"]))
+    # softmax first, then the variants in the table's order
+    present = list(dict.fromkeys(df.loc[df["kind"] == "transformer", "model"]))
+    models = sorted(present, key=lambda m: m != "softmax")
+    baselines = sorted(lines["model"].unique())
+    sns.set_theme(style="whitegrid", context="paper")
+    colours = dict(zip(baselines, sns.color_palette("Dark2", len(baselines))))
+    marks = {"trained": ("o", -0.12, "tab:blue"), "swapped": ("^", 0.12, "tab:orange")}
+    fig, axes = plt.subplots(1, len(tasks), squeeze=False,
+                             figsize=(opts["panel_width"] * len(tasks), opts["panel_height"]))
+    for ax, task in zip(axes[0], tasks):
+        sub = points[points["task"] == task]
+        for mode, (marker, shift, colour) in marks.items():
+            rows = sub[sub["mode"] == mode].set_index("model").reindex(models).dropna()
+            x = [models.index(m) + shift for m in rows.index]
+            err = [(rows["error"] - rows["error_lo"]).clip(lower=0),
+                   (rows["error_hi"] - rows["error"]).clip(lower=0)]
+            ax.errorbar(x, rows["error"], yerr=err, fmt=marker, color=colour, capsize=2, ms=5,
+                        lw=1, label=mode)
+        for _, row in lines[lines["task"] == task].iterrows():
+            ax.axhline(row["error"], ls="--", lw=0.9, color=colours[row["model"]],
+                       label=row["model"])
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(range(len(models)), models, rotation=30)
+        ax.set_xlim(-0.5, len(models) - 0.5)
+        ax.set_title(task.replace("_", " "))
+        if opts["log_y"]:
+            ax.set_yscale("log")
+            # least squares is exact (~1e-14) on noiseless linear tasks: keep the variants readable
+            ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-3))
+        else:
+            ax.set_ylim(0, opts["ymax"])
+    axes[0][0].set_ylabel("squared error / Var(y)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    seen = dict(zip(names, handles))
+    fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=min(len(seen), 6),
+               frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("last position" if k < 0 else f"{k} in-context examples")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig

@@ -1,0 +1,104 @@
+"""Latency and peak memory of one causal attention core at long context: nystrom and combiner vs
+exact softmax (``scaled_dot_product_attention(is_causal=True)``).
+
+What is timed: the forward of the attention *core* only (``core(q, k, v)`` on per-head q, k, v of
+shape (B, nh, T, hs)), without the q/k/v and output projections, which are the same linear layers
+for every variant; ``--with-projections`` times the whole attention sublayer (projections + core)
+instead. Latency: ``torch.utils.benchmark.Timer.blocked_autorange``, median. Peak memory: the
+highest "Total Allocated" of the CPU allocator during one forward (``torch.profiler`` with
+``profile_memory=True``; every [memory] event of the exported trace), minus what was allocated
+before the call; inputs are not counted, the output is. No autograd (``torch.inference_mode``).
+
+    .venv/bin/python benchmarks/attention_speed.py            # T = 4096, batch 1, 2 threads
+    .venv/bin/python benchmarks/attention_speed.py --tokens 2048 8192 --landmarks 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Callable
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils import benchmark
+
+from iclbench.attention import _blocks, build_attention
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated on the CPU during ``fn()`` above the level before it."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    mem = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    if not mem:
+        return 0
+    start = mem[0]["args"]["Total Allocated"] - mem[0]["args"]["Bytes"]
+    return max(e["args"]["Total Allocated"] for e in mem) - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokens", type=int, nargs="+", default=[4096])
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--n-embd", type=int, default=256)
+    ap.add_argument("--n-head", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--landmarks", type=int, default=64)
+    ap.add_argument("--block-size", type=int, default=None, help="combiner; default ~sqrt(T)")
+    ap.add_argument("--with-projections", action="store_true")
+    ap.add_argument("--work-elements", type=int, default=None,
+                    help="override iclbench.attention._blocks.WORK_ELEMENTS (chunk size: memory "
+                         "against per-op overhead)")
+    ap.add_argument("--min-run-time", type=float, default=2.0, help="seconds per measurement")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.work_elements:
+        _blocks.WORK_ELEMENTS = args.work_elements
+    variants = {"softmax": {}, "nystrom": {"landmarks": args.landmarks},
+                "combiner": {"block_size": args.block_size}}
+    hs = args.n_embd // args.n_head
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, float32, "
+          f"batch {args.batch}, {args.n_head} heads x {hs}, chunks of {_blocks.WORK_ELEMENTS} "
+          f"logits, "
+          f"{'attention sublayer (projections + core)' if args.with_projections else 'core only'}")
+    print(f"{'T':>6} {'variant':>9} {'options':>22} {'median ms':>10} {'IQR ms':>8} "
+          f"{'peak MiB':>9} {'speed-up':>9} {'mem ratio':>9}")
+    gen = torch.Generator().manual_seed(0)
+    for T in args.tokens:
+        base: tuple[float, int] | None = None
+        for name, opts in variants.items():
+            if args.with_projections:
+                from iclbench.model import ModelSpec, SelfAttention
+
+                spec = ModelSpec(n_dims=1, n_positions=T, n_embd=args.n_embd, n_layer=1,
+                                 n_head=args.n_head, attention=name, attention_options=opts)
+                layer = SelfAttention(spec).eval()
+                x = torch.randn(args.batch, T, args.n_embd, generator=gen)
+                fn: Callable[[], object] = lambda layer=layer, x=x: layer(x)  # noqa: E731
+            else:
+                core = build_attention(name, args.n_head, hs, opts).eval()
+                q, k, v = (torch.randn(args.batch, args.n_head, T, hs, generator=gen)
+                           for _ in range(3))
+                fn = lambda core=core, q=q, k=k, v=v: core(q, k, v)  # noqa: E731
+            with torch.inference_mode():
+                fn()  # warm-up
+                m = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=args.threads,
+                                    label=name).blocked_autorange(min_run_time=args.min_run_time)
+                peak = peak_bytes(fn)
+            if base is None:
+                base = (m.median, peak)
+            print(f"{T:>6} {name:>9} {json.dumps(opts):>22} {m.median * 1e3:>10.1f} "
+                  f"{m.iqr * 1e3:>8.1f} {peak / 2**20:>9.2f} {base[0] / m.median:>8.2f}x "
+                  f"{peak / base[1]:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Helpers shared by the block-structured variants (``nystrom``, ``combiner``).
+
+Both variants split the sequence into equal blocks, let each query attend exactly to the earlier
+keys of its own block and to a few summaries of strictly earlier blocks, and normalise both parts
+under one softmax. Their large intermediates are (queries x (block + summaries)) logits; to bound
+peak memory the way a fused attention kernel does, the work is cut into chunks of heads and blocks
+whose logits hold at most :data:`WORK_ELEMENTS` numbers. At training sizes everything fits in one
+chunk, so the loop runs once; at long contexts it runs a handful of times (never once per token).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: at most this many float32 numbers in one chunk's largest intermediate (1 MiB)
+WORK_ELEMENTS = 1 << 18
+
+
+def chunks(total: int, per_item: int, budget: int | None = None) -> list[slice]:
+    """Contiguous slices of ``range(total)`` whose ``per_item`` cost sums to at most ``budget``
+    (default :data:`WORK_ELEMENTS`, read at call time)."""
+    step = max(1, (WORK_ELEMENTS if budget is None else budget) // max(per_item, 1))
+    return [slice(i, min(i + step, total)) for i in range(0, total, step)]
+
+
+def to_blocks(t: Tensor, size: int) -> Tensor:
+    """(N, T, hs) -> (N, nb, size, hs), zero-padded at the end so that T need not divide."""
+    N, T, hs = t.shape
+    nb = math.ceil(T / size)
+    if nb * size != T:  # copy only when padding is needed
+        t = F.pad(t, (0, 0, 0, nb * size - T))
+    return t.view(N, nb, size, hs)
+
+
+def block_counts(T: int, size: int, device: torch.device) -> Tensor:
+    """Real (unpadded) tokens in each of the ``ceil(T / size)`` blocks, shape (nb,)."""
+    nb = math.ceil(T / size)
+    return (T - size * torch.arange(nb, device=device)).clamp(max=size).float()
+
+
+def block_masks(s: int, nb: int, R: int, bias: float,
+                device: torch.device) -> tuple[Tensor, Tensor]:
+    """Additive logit masks: (s, s) causal within a block (0 or -inf), and (nb, R) for the
+    summaries (``bias`` where summary r < block c, else -inf)."""
+    causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
+    local = torch.zeros(s, s, device=device).masked_fill_(~causal, float("-inf"))
+    earlier = torch.arange(R, device=device) < torch.arange(nb, device=device)[:, None]
+    summary = torch.full((nb, R), float("-inf"), device=device).masked_fill_(earlier, bias)
+    return local, summary
+
+
+def local_and_summary_attention(q: Tensor, k: Tensor, v: Tensor, sk: Tensor, sv: Tensor,
+                                local_mask: Tensor, summary_mask: Tensor, scale: float) -> Tensor:
+    """One softmax over a block's own earlier keys and the summaries of strictly earlier blocks.
+
+    q, k, v: (n, nb, s, hs) for ``nb`` consecutive blocks; sk: (n, R, hs) summary keys (summary r
+    stands for block r); sv: (n, nb, R, hs) or (n, 1, R, hs) summary values as seen by each block;
+    local_mask (s, s) and summary_mask (nb, R) from :func:`block_masks` (rows of these blocks).
+    Logits are ``scale * q . k`` plus the masks. Returns (n, nb, s, hs) in the inputs' dtype.
+    """
+    n, nb, s, hs = q.shape
+    R = sk.shape[1]
+    # logits of both parts side by side, so that one softmax normalises them together
+    local = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(local_mask)  # (n, nb, s, s)
+    summ = (q.reshape(n, nb * s, hs) @ sk.transpose(-1, -2)).view(n, nb, s, R)
+    summ.mul_(scale).add_(summary_mask[:, None, :])
+    p = torch.cat((local, summ), dim=-1)
+    del local, summ
+    p = torch.softmax(p, dim=-1)
+    return torch.matmul(p[..., :s], v).add_(torch.matmul(p[..., s:], sv))

@@ -1,0 +1,85 @@
+"""Causal Combiner-Fixed attention (Ren et al. 2021, "Combiner: full attention transformer with
+sparse computation cost", section 3.2 and eq. 4).
+
+The sequence is cut into blocks of ``s`` tokens (``block_size``; ``null`` means about sqrt(T),
+rounded to an even number so that each ``(x_i, y_i)`` token pair stays in one block). Query ``i``
+in block ``c`` attends, under one softmax normaliser, to
+
+- the keys of its own block at positions ``<= i`` directly (exact causal softmax there), and
+- one summary per strictly earlier block ``r < c``: key ``max-pool(K_r)`` (elementwise max over the
+  block's keys), value ``softmax(max-pool(Q_r) K_r^T / sqrt(hs)) V_r`` (the block's own attention
+  of its max-pooled query over its keys and values).
+
+``log_size_bias: true`` adds ``log s`` to each summary's logit, so that a summary weighs like the
+``s`` keys it stands for (not in the paper, whose models learn around it; it brings a
+softmax-trained model's swapped-in attention closer to exact softmax).
+
+A summary reads only its own block, which lies wholly before ``i``: the layer is causal. Never
+forms the T x T matrix: cost O(T (s + T / s) hs), i.e. O(T sqrt(T)) at ``s ~ sqrt(T)``. With one
+block covering the sequence it is exact causal softmax attention. Works in (at least) float32
+inside (also for bfloat16 inputs) and returns the input dtype. A trailing partial block is padded;
+padded keys sit after every real query, so the causal mask already hides them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from iclbench.attention._blocks import block_masks, chunks, local_and_summary_attention, to_blocks
+from iclbench.attention.base import ATTENTION, Attention
+
+
+def block_size(T: int, option: int | None) -> int:
+    """The block size for T tokens: the option, or sqrt(T) rounded to an even number (>= 2)."""
+    if option is not None:
+        return option
+    return max(2, 2 * round(math.sqrt(T) / 2))
+
+
+@ATTENTION.register("combiner")
+class CombinerAttention(Attention):
+    options = {"block_size": None, "log_size_bias": False}
+    approximates_softmax = True
+
+    def __init__(self, n_head: int, head_dim: int, **options: object) -> None:
+        super().__init__(n_head, head_dim, **options)
+        size = self.opts["block_size"]
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                                 or size < 2 or size % 2):
+            raise ValueError(
+                f"block_size must be null or an even integer >= 2 (keeps (x, y) pairs in one "
+                f"block), got {size!r}"
+            )
+        if not isinstance(self.opts["log_size_bias"], bool):
+            raise ValueError(
+                f"log_size_bias must be true or false, got {self.opts['log_size_bias']!r}"
+            )
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        B, H, T, hs = q.shape
+        work = torch.promote_types(q.dtype, torch.float32)  # at least float32 inside
+        s = block_size(T, self.opts["block_size"])
+        qb, kb, vb = (to_blocks(t.to(work).reshape(B * H, T, hs), s) for t in (q, k, v))
+        scale = hs**-0.5
+        N, nb = qb.shape[:2]
+        out = qb.new_empty(N, nb, s, hs)
+        bias = math.log(s) if self.opts["log_size_bias"] else 0.0
+        local_mask, summary_mask = block_masks(s, nb, nb, bias, q.device)
+        for heads in chunks(N, nb * s * s):
+            qh, kh, vh = qb[heads], kb[heads], vb[heads]
+            # block summaries; a trailing padded block is never an *earlier* block, so its
+            # padding never reaches a summary that is read
+            sk = kh.amax(dim=2)  # (n, nb, hs)
+            sq = qh.amax(dim=2) * scale  # (n, nb, hs)
+            w = torch.softmax(torch.einsum("nbd,nbsd->nbs", sq, kh), dim=-1)
+            sv = torch.einsum("nbs,nbsd->nbd", w, vh)  # (n, nb, hs)
+            n = qh.shape[0]
+            for blocks in chunks(nb, n * s * (s + nb)):
+                out[heads, blocks] = local_and_summary_attention(
+                    qh[:, blocks], kh[:, blocks], vh[:, blocks], sk, sv[:, None], local_mask,
+                    summary_mask[blocks], scale,
+                )
+        return out.view(B, H, nb * s, hs)[:, :, :T].to(q.dtype)

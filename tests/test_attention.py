@@ -1,0 +1,294 @@
+"""Contract tests for every registered attention variant (a new variant is tested for free), plus
+each approximation's closeness to exact causal softmax and the cost structure of the sub-quadratic
+variants. Inputs: random, and the queries/keys/values of a briefly trained decoder."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from iclbench.attention import ATTENTION, build_attention
+from iclbench.model import Decoder, ModelSpec, interleave
+from iclbench.seeding import generator
+
+VARIANTS = ATTENTION.names()
+APPROX = [n for n in VARIANTS if ATTENTION.get(n).approximates_softmax and n != "softmax"]
+#: variants that must never form a T x T tensor
+SUBQUADRATIC = ["nystrom", "combiner"]
+#: extra option sets that exercise block structure at the short test lengths
+EXTRA = {"nystrom": [{"landmarks": 3, "conv_kernel": 3}, {"landmarks": 5, "pinv_iterations": 2}],
+         "combiner": [{"block_size": 4}, {"block_size": 6}]}
+CASES = [(n, {}) for n in VARIANTS] + [(n, o) for n, opts in EXTRA.items() for o in opts]
+IDS = [f"{n}-{o}" if o else n for n, o in CASES]
+H, HS = 2, 8
+#: lengths including primes, so no block or segment size divides them
+LENGTHS = [1, 2, 7, 13, 30, 33]
+
+
+def qkv(T: int, seed: int = 0, dtype: torch.dtype = torch.float32,
+        B: int = 2) -> list[torch.Tensor]:
+    g = generator(seed, "qkv", str(T))
+    return [torch.randn(B, H, T, HS, generator=g).to(dtype) for _ in range(3)]
+
+
+def exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+@pytest.fixture(scope="module")
+def trained() -> Decoder:
+    """A softmax decoder after 40 Adam steps of noiseless linear regression (d = 4, 16 points)."""
+    spec = ModelSpec(n_dims=4, n_positions=64, n_embd=32, n_layer=2, n_head=H)
+    model = Decoder(spec, generator=generator(0, "trained"))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = generator(0, "data")
+    for _ in range(40):
+        xs = torch.randn(16, 16, 4, generator=g)
+        ys = (xs @ torch.randn(16, 4, 1, generator=g)).squeeze(-1)
+        loss = (model(xs, ys) - ys).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def trained_qkv(model: Decoder, T: int) -> list[torch.Tensor]:
+    """The first layer's per-head q, k, v of the trained model on a random prompt of T tokens."""
+    g = generator(0, "prompt", str(T))
+    tokens = torch.randn(2, T, model.spec.n_dims, generator=g)
+    with torch.no_grad():
+        h = model.read_in(tokens) + model.wpe(torch.arange(T))
+        x = model.blocks[0].ln_1(h)
+        q, k, v = model.blocks[0].attn.c_attn(x).split(model.spec.n_embd, dim=2)
+    return [t.view(2, T, H, -1).transpose(1, 2) for t in (q, k, v)]
+
+
+def scrambled(x: torch.Tensor, g: torch.Generator, dim: int) -> torch.Tensor:
+    """Copies of x (B, ...) stacked as (T - 1, B, ...): copy t has every position > t along
+    ``dim`` (of x) replaced by large random values."""
+    T = x.shape[dim]
+    copies = x.unsqueeze(0).repeat(T - 1, *[1] * x.dim())
+    pos = torch.arange(T).view(*[1] * dim, T, *[1] * (x.dim() - dim - 1))
+    for t in range(T - 1):
+        noise = 10 * torch.randn(x.shape, generator=g)
+        copies[t] = torch.where(pos > t, noise, x)
+    return copies
+
+
+def assert_causal(core: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  atol: float = 1e-5) -> None:
+    """Scrambling every position after t leaves outputs <= t unchanged, for every t (all t in
+    one batched call)."""
+    B, nh, T, hs = q.shape
+    if T < 2:
+        return
+    g = generator(2, "scramble", str(T))
+    with torch.no_grad():
+        base = core(q, k, v)
+        new = [scrambled(x, g, dim=2).view(-1, nh, T, hs) for x in (q, k, v)]
+        out = core(*new).view(T - 1, B, nh, T, hs)
+    for t in range(T - 1):
+        torch.testing.assert_close(out[t, :, :, : t + 1], base[:, :, : t + 1], rtol=0, atol=atol)
+        assert not torch.allclose(out[t, :, :, t + 1 :], base[:, :, t + 1 :])  # sees a leak
+
+
+@pytest.mark.parametrize("T", LENGTHS)
+@pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
+def test_no_future_leak_random(name: str, opts: dict[str, Any], T: int) -> None:
+    assert_causal(build_attention(name, H, HS, opts), *qkv(T))
+
+
+@pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
+def test_no_future_leak_trained_model(name: str, opts: dict[str, Any], trained: Decoder) -> None:
+    """With a trained decoder's weights: its own q, k, v, and the whole model with the variant in
+    (changing y_t and every token after x_t leaves the predictions up to x_t unchanged)."""
+    core = build_attention(name, H, 32 // H, opts)
+    assert_causal(core, *trained_qkv(trained, 29))
+    model = Decoder(trained.spec)
+    model.load_state_dict(trained.state_dict())
+    model.set_attention(name, opts)
+    g = generator(5, "leak")
+    n = 15
+    xs, ys = torch.randn(1, n, 4, generator=g), torch.randn(1, n, generator=g)
+    tokens = interleave(xs, ys)  # (1, 2n, 4); x_t at 2t, y_t at 2t + 1
+    with torch.no_grad():
+        base = model.hidden(tokens)[:, ::2]
+        new = scrambled(tokens, g, dim=1).view(-1, 2 * n, 4)  # copy t keeps tokens <= t
+        out = model.hidden(new)[:, ::2]
+    for t in range(0, 2 * n - 1, 2):  # scrambled after x_{t/2}: predictions up to it unchanged
+        torch.testing.assert_close(out[t, : t // 2 + 1], base[0, : t // 2 + 1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
+def test_shape_dtype_backward_determinism(name: str, opts: dict[str, Any],
+                                          dtype: torch.dtype) -> None:
+    core = build_attention(name, H, HS, opts).to(dtype)
+    q, k, v = (t.requires_grad_() for t in qkv(13, dtype=dtype))
+    out = core(q, k, v)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, core(q, k, v))  # deterministic
+    out.float().square().sum().backward()
+    for t in (q, k, v, *core.parameters()):
+        assert t.grad is not None and torch.isfinite(t.grad).all()
+    if dtype == torch.bfloat16:  # bfloat16 follows float32 to bfloat16 precision
+        ref = build_attention(name, H, HS, opts)(*(t.detach().float() for t in (q, k, v)))
+        torch.testing.assert_close(out.detach().float(), ref, rtol=0.05, atol=0.05)
+
+
+def test_relu_matches_dense_formula() -> None:
+    q, k, v = qkv(9)
+    out = build_attention("relu", H, HS)(q, k, v)
+    ref = torch.zeros_like(out)
+    for i in range(9):
+        for j in range(i + 1):
+            alpha = torch.relu((q[:, :, i] * k[:, :, j]).sum(-1) / math.sqrt(HS)) / (i + 1)
+            ref[:, :, i] += alpha[..., None] * v[:, :, j]
+    torch.testing.assert_close(out, ref)
+
+
+def test_relu_position_does_not_depend_on_total_length() -> None:
+    q, k, v = qkv(12)
+    core = build_attention("relu", H, HS)
+    torch.testing.assert_close(core(q, k, v)[:, :, :5], core(q[:, :, :5], k[:, :, :5], v[:, :, :5]))
+
+
+@pytest.mark.parametrize("T", [7, 12, 30])
+@pytest.mark.parametrize(("name", "opts"), [
+    ("combiner", {"block_size": 30}), ("combiner", {"block_size": 32}),
+    ("nystrom", {"landmarks": 1}), ("nystrom", {"landmarks": 1, "conv_kernel": 3}),
+])
+def test_exact_limit(name: str, opts: dict[str, Any], T: int) -> None:
+    """One block / one segment covering the sequence is exact causal softmax attention."""
+    q, k, v = qkv(T)
+    torch.testing.assert_close(build_attention(name, H, HS, opts)(q, k, v), exact(q, k, v),
+                               rtol=0, atol=1e-4)
+
+
+def test_nystrom_one_token_per_segment_is_exact_once_pinv_converges() -> None:
+    """landmarks >= T: every landmark is a token, Z_c B_c = V_<c, so only the pinv iterations
+    stand between the approximation and exact attention (float64: the landmark matrices of random
+    inputs are ill-conditioned)."""
+    q, k, v = qkv(16, dtype=torch.float64)
+    out = build_attention("nystrom", H, HS, {"landmarks": 16, "pinv_iterations": 40})(q, k, v)
+    torch.testing.assert_close(out, exact(q, k, v), rtol=0, atol=1e-4)
+    few = build_attention("nystrom", H, HS, {"landmarks": 16, "pinv_iterations": 3})(q, k, v)
+    assert rel_err(few, exact(q, k, v)) > 1e-3  # the iterations matter
+
+
+@pytest.mark.parametrize(("name", "opts", "knob", "coarse", "fine"), [
+    # combiner: error shrinks as blocks grow towards one block; nystrom: as segments grow (fewer
+    # landmarks) towards one segment, the design's exact limit
+    ("combiner", {"log_size_bias": True}, "block_size", 4, 24),
+    ("combiner", {}, "block_size", 4, 24),
+    ("nystrom", {}, "landmarks", 16, 2),
+])
+def test_approximation_error(name: str, opts: dict[str, Any], knob: str, coarse: int, fine: int,
+                             trained: Decoder) -> None:
+    """Away from the exact limit: relative error against exact softmax below a loose bound on
+    random inputs, and smaller closer to the limit; on a trained model's q, k, v below 1 (better
+    than predicting zero) — the numbers are printed for the record."""
+    T = 32
+    q, k, v = (t * s for t, s in zip(qkv(T, B=8), (0.5, 0.5, 1.0)))
+    ref = exact(q, k, v)
+    errs = [rel_err(build_attention(name, H, HS, {**opts, knob: x})(q, k, v), ref)
+            for x in (coarse, fine)]
+    q, k, v = trained_qkv(trained, T)
+    ref = exact(q, k, v)
+    trained_errs = [rel_err(build_attention(name, H, 32 // H, {**opts, knob: x})(q, k, v), ref)
+                    for x in (coarse, fine)]
+    print(f"{name} {opts} {knob} {coarse} -> {fine}: random {errs}, trained {trained_errs}")
+    assert max(errs) < 0.6 and errs[1] < errs[0], errs
+    assert max(trained_errs) < 1.0, trained_errs
+
+
+@pytest.mark.parametrize("name", APPROX)
+def test_swapped_into_trained_model_stays_close(name: str, trained: Decoder) -> None:
+    """Swapping an approximation (default options) into the softmax model changes predictions by
+    less than the predictions' own spread."""
+    model = Decoder(trained.spec)
+    model.load_state_dict(trained.state_dict())
+    xs = torch.randn(16, 16, 4, generator=generator(3, "swap"))
+    ys = (xs @ torch.randn(16, 4, 1, generator=generator(4, "swap"))).squeeze(-1)
+    with torch.no_grad():
+        base = model(xs, ys)
+        model.set_attention(name)
+        assert rel_err(model(xs, ys), base) < 0.5
+
+
+class ShapeLog(TorchDispatchMode):
+    """Records the shape of every tensor an op returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.shapes.append(tuple(t.shape))
+        return out
+
+
+@pytest.mark.parametrize("name", SUBQUADRATIC)
+def test_never_forms_t_by_t(name: str) -> None:
+    T = 300  # not a multiple of the default block (18) or segment (38) size
+    q, k, v = (t.requires_grad_() for t in qkv(T, B=1))
+    core = build_attention(name, H, HS)
+    with ShapeLog() as log:
+        core(q, k, v).sum().backward()
+    big = [s for s in log.shapes if sum(d >= T for d in s) >= 2]
+    assert log.shapes and not big, big[:3]
+
+
+def flops(variant: str, T: int, options: dict[str, Any]) -> int:
+    q, k, v = qkv(T, B=1)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        build_attention(variant, H, HS, options)(q, k, v)
+    return counter.get_total_flops()
+
+
+def test_combiner_flops_grow_as_t_sqrt_t() -> None:
+    """Matmul FLOPs from T = 256 to 1024 grow about 8x (T sqrt T), a T x T attention's 16x."""
+    assert 6 < flops("combiner", 1024, {}) / flops("combiner", 256, {}) < 10
+    assert flops("relu", 1024, {}) / flops("relu", 256, {}) == pytest.approx(16, rel=0.05)
+
+
+def test_nystrom_flops() -> None:
+    """Cost O(T (T/m + m) hs + m^4): the m per-prefix pseudo-inverses do not depend on T; with
+    m = sqrt(T) the rest grows as T sqrt(T) (8x from 256 to 1024, not 16x); at T = 1024, m = 16
+    the whole is a fraction of a dense T x T attention (at m = 32 and hs = 8 the m^4 term
+    alone exceeds it: keep m small)."""
+    def pinv_flops(T: int) -> int:
+        m = {"landmarks": 32}
+        return flops("nystrom", T, m) - flops("nystrom", T, {**m, "pinv_iterations": 0})
+
+    assert pinv_flops(1024) == pinv_flops(2048) > 0  # the pseudo-inverses: independent of T
+    attn = [flops("nystrom", T, {"landmarks": math.isqrt(T), "pinv_iterations": 0})
+            for T in (256, 1024)]
+    assert 6 < attn[1] / attn[0] < 10
+    assert flops("nystrom", 1024, {"landmarks": 16}) < 0.25 * flops("relu", 1024, {})
+
+
+@pytest.mark.parametrize(("name", "opts", "message"), [
+    ("nystrom", {"landmarks": 0}, "landmarks must be an integer >= 1"),
+    ("nystrom", {"pinv_iterations": 1.5}, "pinv_iterations must be an integer"),
+    ("nystrom", {"landmark": 4}, "unknown option"),
+    ("combiner", {"block_size": 5}, "block_size must be null or an even integer"),
+])
+def test_bad_options_are_errors(name: str, opts: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_attention(name, H, HS, opts)
