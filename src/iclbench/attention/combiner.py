@@ -43,6 +43,7 @@ def block_size(T: int, option: int | None) -> int:
 class CombinerAttention(Attention):
     options = {"block_size": None, "log_size_bias": False}
     approximates_softmax = True
+    subquadratic = True  # O(T sqrt(T)) with the default block size ~sqrt(T)
 
     def __init__(self, n_head: int, head_dim: int, **options: object) -> None:
         super().__init__(n_head, head_dim, **options)
