@@ -99,6 +99,19 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class OODConfig:
+    """One OOD setting of ``ood:``: its levels and the transform's options."""
+
+    name: str
+    levels: tuple[float, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, raw: Mapping[str, Any]) -> OODConfig:
+        return cls(name, tuple(float(c) for c in raw["levels"]), dict(raw.get("options") or {}))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole, checked configuration."""
 
@@ -114,6 +127,7 @@ class Config:
     eval: EvalConfig
     baselines: Mapping[str, Mapping[str, Any]]
     figures: Mapping[str, Mapping[str, Any]]
+    ood: Mapping[str, OODConfig] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Config:
@@ -134,6 +148,7 @@ def check(raw: Mapping[str, Any]) -> Config:
     from iclbench.variants import check_variants, get_variant
     from iclbench.baselines import BASELINES
     from iclbench.figures import FIGURES
+    from iclbench.ood import IN_DISTRIBUTION, OOD
     from iclbench.tasks import TASKS, build_task
 
     try:
@@ -154,6 +169,7 @@ def check(raw: Mapping[str, Any]) -> Config:
             eval=EvalConfig.from_dict(raw["eval"]),
             baselines={k: _options(v) for k, v in raw["baselines"].items()},
             figures={k: _options(v) for k, v in raw["figures"].items()},
+            ood={k: OODConfig.from_dict(k, v) for k, v in raw["ood"].items()},
         )
     except KeyError as err:
         raise ConfigError(f"missing config key {err}") from None
@@ -164,6 +180,7 @@ def check(raw: Mapping[str, Any]) -> Config:
         check_variants(cfg.swapped, "swapped")
         BASELINES.check(cfg.baselines, "baselines")
         FIGURES.check(cfg.figures, "figures")
+        OOD.check(cfg.ood, "ood")
     except UnknownNameError as err:
         raise ConfigError(str(err)) from None
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -185,6 +202,11 @@ def check(raw: Mapping[str, Any]) -> Config:
         _wrap(lambda: BASELINES.get(name).check_options(opts), f"baselines.{name}")
     for name, opts in cfg.figures.items():
         _wrap(lambda: FIGURES.get(name).check_options(opts), f"figures.{name}")
+    if IN_DISTRIBUTION in cfg.ood:
+        raise ConfigError(f"ood.{IN_DISTRIBUTION}: the in-distribution setting is always evaluated; "
+                          "list only OOD settings under ood")
+    for name, setting in cfg.ood.items():
+        _wrap(lambda: OOD.get(name)(**setting.options).check_levels(setting.levels), f"ood.{name}")
     return cfg
 
 
