@@ -56,6 +56,11 @@ def test_dry_run(name: str, tmp_path: Path) -> None:
     assert jobs["train_model"] == n_models
     assert jobs["evaluate_model"] == n_models
     assert jobs["plot_figure"] == len(cfg["figures"])
+    # none + the three settings of every task + the linear-only ones on linear regression
+    linear_only = {"skewed", "half_subspace", "random_quadrants", "orthogonal_query", "noisy"}
+    general = [o for o in cfg["ood"] if o not in linear_only]
+    expected = len(cfg["tasks"]) * (1 + len(general)) + len(set(cfg["ood"]) & linear_only)
+    assert jobs["sample_eval_prompts"] == expected
 
 
 def test_lint_is_clean() -> None:
@@ -92,7 +97,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     cfg = yaml.safe_load((smoke_run / "config.yaml").read_text())
     for task in cfg["tasks"]:
-        assert (smoke_run / f"results/data/{task}/none.safetensors").is_file()
+        for ood in ("none", "shift", "scale_x", "scale_y"):
+            assert (smoke_run / f"results/data/{task}/{ood}.safetensors").is_file()
         model_dir = smoke_run / f"results/models/{task}/softmax/seed0"
         for name in ("model.safetensors", "config.json", "train_log.parquet"):
             assert (model_dir / name).is_file()
@@ -104,11 +110,22 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     assert list(df.columns) == list(ICL_ERRORS)
     assert set(df["task"]) == set(cfg["tasks"])
     assert set(df["model"]) == {"softmax", *cfg["baselines"]}
-    assert (df["ood"] == "none").all()
-    per_model = df.groupby(["task", "model"])["n_examples"].agg(["min", "max", "count"])
-    for (task, _), row in per_model.iterrows():
+    # every model on every (setting, level) that applies to its task
+    for (task, model), rows in df.groupby(["task", "model"]):
+        settings = set(zip(rows["ood"], rows["ood_level"]))
+        expected = {("none", 0.0)} | {(o, float(c)) for o in ("shift", "scale_x", "scale_y")
+                                      for c in cfg["ood"][o]["levels"]}
+        if task == "linear_regression":
+            expected |= {(o, float(c)) for o, s in cfg["ood"].items() for c in s["levels"]}
+        assert settings == expected, (task, model)
+    per_model = df.groupby(["task", "model", "ood", "ood_level"])["n_examples"].agg(
+        ["min", "max", "count"])
+    for (task, *_), row in per_model.iterrows():
         n = cfg["tasks"][task]["n_points"]
         assert (row["min"], row["max"], row["count"]) == (0, n - 1, n)
+    # the zero baseline shows what "1" means: 1 in distribution, c^2 under scale_y
+    zero = df[(df["model"] == "zero") & (df["n_examples"] == 0)].set_index(["task", "ood"])
+    assert zero.loc[("linear_regression", "scale_y"), "error"] > 2.0
     assert ((df["error_lo"] <= df["error"]) & (df["error"] <= df["error_hi"])).all()
     for fig in cfg["figures"]:
         assert (smoke_run / f"results/figures/{fig}.pdf").stat().st_size > 1000

@@ -188,9 +188,9 @@ class ScaleY(Transform):
 
 
 def random_rotation(d: int, rng: torch.Generator) -> Tensor:
-    """A Haar-random orthogonal (d, d) matrix (QR of a Gaussian matrix with the sign fix)."""
+    """A Haar-random orthogonal (d, d) float64 matrix (QR of a Gaussian matrix, sign-fixed)."""
     q, r = torch.linalg.qr(torch.randn(d, d, generator=rng, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).float()
+    return q * torch.sign(torch.diagonal(r))
 
 
 def covariance_transform(eigenvalues: Tensor, rng: torch.Generator) -> Tensor:
