@@ -98,6 +98,7 @@ def test_lasso_beats_least_squares_on_sparse_below_d() -> None:
     assert lasso < 0.5 * ls.item()
 
 
+@pytest.mark.slow  # 200 XGBoost fits: a few seconds
 def test_xgboost_beats_knn_on_trees() -> None:
     # the paper's Figure 6 ordering; at d = 5 it needs ~50 examples (at 25 the two are level)
     task = build_task("decision_tree", D, {"depth": 4})

@@ -218,6 +218,8 @@ class GradientDescent2NN(Baseline):
 
     options = {"hidden": 100, "lr": 5e-3, "steps": 5000, "seed": 0, "max_prompts": None}
     tasks = ("relu_2nn",)
+    #: hidden activations (prompts x networks x points x hidden) per chunk of prompts: ~80 MB
+    chunk_elements: ClassVar[int] = 20_000_000
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -225,11 +227,18 @@ class GradientDescent2NN(Baseline):
         _check_max_prompts(options)
 
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """Chunks of prompts (to bound memory), each trained as one batch of networks."""
+        n, h = xs.shape[1], int(self.opts["hidden"])
+        if n == 1:
+            return torch.zeros_like(ys)
+        chunk = max(1, self.chunk_elements // ((n - 1) ** 2 * h))
+        rng = generator(int(self.opts["seed"]), "gd_2nn", str(xs.shape[2]), str(h))
+        return torch.cat([self._train_and_predict(xs[s : s + chunk], ys[s : s + chunk], rng)
+                          for s in range(0, xs.shape[0], chunk)])
+
+    def _train_and_predict(self, xs: Tensor, ys: Tensor, rng: torch.Generator) -> Tensor:
         P, n, d = xs.shape
         h, m = int(self.opts["hidden"]), n - 1  # network k predicts position k + 1
-        if m == 0:
-            return torch.zeros_like(ys)
-        rng = generator(int(self.opts["seed"]), "gd_2nn", str(d), str(h))
 
         def uniform(*shape: int, fan_in: int) -> Tensor:
             bound = 1.0 / math.sqrt(fan_in)
