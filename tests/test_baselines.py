@@ -120,7 +120,9 @@ def test_gd_2nn_fits_a_relu_network() -> None:
 
 @pytest.mark.parametrize("name", ["lasso", "greedy_tree", "xgboost", "gd_2nn"])
 def test_max_prompts_option_is_checked(name: str) -> None:
-    assert build_baseline(name, {"max_prompts": 3}).max_prompts == 3
-    assert build_baseline(name).max_prompts is None
+    model = build_baseline(name, {"max_prompts": 3, "max_prompts_ood": 2})
+    assert model.prompt_limit("none") == 3 and model.prompt_limit("shift") == 2
+    assert build_baseline(name, {"max_prompts": 3}).prompt_limit("shift") == 3
+    assert build_baseline(name).prompt_limit("none") is None
     with pytest.raises(ValueError, match="max_prompts"):
         build_baseline(name, {"max_prompts": 0})

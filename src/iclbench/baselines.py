@@ -9,7 +9,8 @@ The settings of the learned baselines are the paper's (appendix A; dtsip/in-cont
 regression tree, XGBoost with 50 trees of depth 4 and learning rate 0.1, and a 2-layer ReLU network
 with 100 hidden units trained on the prompt by full-batch Adam (lr 5e-3, 5000 steps). Those that fit
 one model per (prompt, position) are slow; their ``max_prompts`` option scores them on the first
-``max_prompts`` prompts of each file only (the ``n_prompts`` column says how many).
+``max_prompts`` prompts of each file only, and ``max_prompts_ood`` (when set) on fewer in the many
+OOD levels (the ``n_prompts`` column says how many).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from iclbench.ood import IN_DISTRIBUTION
 from iclbench.registry import Registry
 from iclbench.seeding import generator
 
@@ -56,6 +58,11 @@ class Baseline:
         """How many prompts of each file to score (``None``: all), from the ``max_prompts`` option."""
         value = self.opts.get("max_prompts")
         return None if value is None else int(value)
+
+    def prompt_limit(self, ood: str) -> int | None:
+        """Prompts to score in setting ``ood``: ``max_prompts_ood`` out of distribution if set."""
+        value = self.opts.get("max_prompts_ood")
+        return self.max_prompts if ood == IN_DISTRIBUTION or value is None else int(value)
 
 
 BASELINES: Registry[type[Baseline]] = Registry("baseline")
@@ -119,9 +126,11 @@ class Zero(Baseline):
 
 
 def _check_max_prompts(options: Mapping[str, Any]) -> None:
-    value = options.get("max_prompts")
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ValueError(f"max_prompts must be a positive integer or null, got {value!r}")
+    for key in ("max_prompts", "max_prompts_ood"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise ValueError(f"{key} must be a positive integer or null, got {value!r}")
 
 
 class PerPromptFit(Baseline):
@@ -154,28 +163,35 @@ class PerPromptFit(Baseline):
 class LassoBaseline(PerPromptFit):
     """Lasso, ``min (1/2i)|y - Xw|^2 + alpha |w|_1`` without intercept (sparse linear regression)."""
 
-    options = {"alpha": 0.01, "max_iter": 100000, "max_prompts": None}
+    options = {"alpha": 0.01, "max_iter": 100000, "max_prompts": None,
+               "max_prompts_ood": None}
     tasks = ("sparse_linear_regression",)
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
-        from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import Lasso
 
         model = Lasso(alpha=float(self.opts["alpha"]), fit_intercept=False,
                       max_iter=int(self.opts["max_iter"]))
+        # inputs are float64 already: skipping scikit-learn's checks makes a fit ~2.5x faster
+        model.fit(np.asfortranarray(train_x), train_y.copy(), check_input=False)
+        return float(query[0] @ model.coef_)
+
+    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+        from sklearn.exceptions import ConvergenceWarning
+
         with warnings.catch_warnings():
             # a prefix with fewer examples than dimensions may stop at max_iter: the fit is still
-            # the best available estimate, and the paper's code treated it as an error instead
+            # the best available estimate (the paper's code raised instead)
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(train_x, train_y)
-        return float(model.predict(query)[0])
+            return super().predict(xs, ys)
 
 
 @BASELINES.register("greedy_tree")
 class GreedyTree(PerPromptFit):
     """A greedy (CART) regression tree of depth ``max_depth`` (decision trees)."""
 
-    options = {"max_depth": 2, "max_prompts": None}
+    options = {"max_depth": 2, "max_prompts": None,
+               "max_prompts_ood": None}
     tasks = ("decision_tree",)
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
@@ -184,14 +200,18 @@ class GreedyTree(PerPromptFit):
         depth = self.opts["max_depth"]
         model = DecisionTreeRegressor(max_depth=None if depth is None else int(depth),
                                       random_state=0)
-        return float(model.fit(train_x, train_y).predict(query)[0])
+        # scikit-learn trees work in float32; converting here lets them skip their input checks
+        x32 = np.asarray(train_x, dtype=np.float32)
+        model.fit(x32, train_y, check_input=False)
+        return float(model.predict(np.asarray(query, dtype=np.float32), check_input=False)[0])
 
 
 @BASELINES.register("xgboost")
 class XGBoost(PerPromptFit):
     """Gradient-boosted trees (XGBoost; the paper's tuned 50 trees, depth 4, lr 0.1)."""
 
-    options = {"n_estimators": 50, "max_depth": 4, "learning_rate": 0.1, "max_prompts": None}
+    options = {"n_estimators": 50, "max_depth": 4, "learning_rate": 0.1, "max_prompts": None,
+               "max_prompts_ood": None}
     tasks = ("decision_tree",)
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
@@ -216,7 +236,8 @@ class GradientDescent2NN(Baseline):
     paper's ``NeuralNetwork``; the paper's batch of 100 covers every prefix, hence full batch.
     """
 
-    options = {"hidden": 100, "lr": 5e-3, "steps": 5000, "seed": 0, "max_prompts": None}
+    options = {"hidden": 100, "lr": 5e-3, "steps": 5000, "seed": 0, "max_prompts": None,
+               "max_prompts_ood": None}
     tasks = ("relu_2nn",)
     #: hidden activations (prompts x networks x points x hidden) per chunk of prompts: ~80 MB
     chunk_elements: ClassVar[int] = 20_000_000

@@ -88,11 +88,17 @@ class EvalConfig:
     bootstrap: int
     confidence: float
     seed: int
+    #: prompts per level of each OOD setting (the first of the in-distribution functions)
+    n_prompts_ood: int = 0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> EvalConfig:
         cfg = cls(int(raw["n_prompts"]), int(raw["batch_size"]), int(raw["bootstrap"]),
-                  float(raw["confidence"]), int(raw["seed"]))
+                  float(raw["confidence"]), int(raw["seed"]),
+                  int(raw.get("n_prompts_ood", raw["n_prompts"])))
+        if cfg.n_prompts_ood > cfg.n_prompts:
+            raise ConfigError(f"eval.n_prompts_ood ({cfg.n_prompts_ood}) must not exceed "
+                              f"eval.n_prompts ({cfg.n_prompts})")
         if not 0.0 < cfg.confidence < 1.0:
             raise ConfigError(f"eval.confidence must lie in (0, 1), got {cfg.confidence}")
         return cfg

@@ -115,7 +115,11 @@ def error_table(
     P, n = err.shape
     mean = err.mean(dim=0)
     idx = torch.randint(0, P, (bootstrap, P), generator=rng)
-    boot = err[idx].mean(dim=1)  # (bootstrap, n)
+    # resample means as (how often each prompt is drawn) @ err: the same draws as err[idx].mean(1)
+    # without materialising a (bootstrap, P, n) tensor, which dominated cheap evaluations
+    counts = torch.zeros(bootstrap, P, dtype=torch.float64).scatter_add_(
+        1, idx, torch.ones(bootstrap, P, dtype=torch.float64))
+    boot = counts @ err / P  # (bootstrap, n)
     tail = (1.0 - confidence) / 2
     lo, hi = torch.quantile(boot, torch.tensor([tail, 1.0 - tail], dtype=torch.float64), dim=0)
     return pd.DataFrame({
@@ -143,9 +147,10 @@ def evaluate(
 ) -> pd.DataFrame:
     """Score ``predict(xs, ys) -> preds`` on every level of ``prompts``; rows as ICL_ERRORS.
 
-    With separate queries, position ``i`` is predicted from the examples ``xs[:, :i]`` followed by
-    ``query_xs[:, i:]`` (the predictor is causal, so what follows the query is never read) and
-    scored against ``query_ys[:, i]``: one call per position, as in Garg et al.'s ``eval_batch``.
+    With separate queries, position ``i`` is predicted from the prompt ``xs[:, :i]`` followed by
+    ``query_xs[:, i]`` and scored against ``query_ys[:, i]``: one call per position, as in Garg et
+    al.'s ``eval_batch`` (which passes the full length; predictors are causal, so the cut prompt
+    gives the same prediction at half the cost).
     """
     frames = []
     for j, level in enumerate(prompts.levels):
@@ -154,9 +159,10 @@ def evaluate(
             preds = _predict_batched(predict, xs, ys, batch_size)
         else:
             qxs, qys = prompts.query_xs[j], prompts.query_ys[j]
+            # prompts cut after the query: causal predictors never read past it anyway
             preds = torch.stack([
-                _predict_batched(predict, torch.cat([xs[:, :i], qxs[:, i:]], dim=1),
-                                 torch.cat([ys[:, :i], qys[:, i:]], dim=1), batch_size)[:, i]
+                _predict_batched(predict, torch.cat([xs[:, :i], qxs[:, i : i + 1]], dim=1),
+                                 torch.cat([ys[:, :i], qys[:, i : i + 1]], dim=1), batch_size)[:, i]
                 for i in range(xs.shape[1])
             ], dim=1)
             ys = qys

@@ -41,18 +41,22 @@ def sample_eval_prompts(
     ``ood_cfg`` is the setting's ``ood.<name>`` config section (levels and options); None means
     level 0 and no options, the in-distribution setting's.
     """
-    from iclbench.ood import build_transform
+    from iclbench.ood import IN_DISTRIBUTION, build_transform
 
     cfg, fn_class = _task(task, task_cfg, n_dims)
     ev = EvalConfig.from_dict(eval_cfg)
     ood_cfg = ood_cfg or {"levels": [0.0], "options": {}}
     levels = tuple(float(c) for c in ood_cfg["levels"])
     options = dict(ood_cfg.get("options") or {})
+    # sampled at the full n_prompts so every setting shares the in-distribution functions and
+    # inputs; OOD settings keep the first n_prompts_ood of them
     prompts = make_prompts(fn_class, task, ev.n_prompts, cfg.n_points, ev.seed, ood, levels,
                            build_transform(ood, options))
+    if ood != IN_DISTRIBUTION:
+        prompts = prompts.head(ev.n_prompts_ood)
     save_prompts(prompts, output)
     log.info("wrote %d prompts of %d points for %s, OOD setting %s at levels %s, to %s",
-             ev.n_prompts, cfg.n_points, task, ood, list(levels), output)
+             prompts.xs.shape[1], cfg.n_points, task, ood, list(levels), output)
 
 
 def train_model(
@@ -126,11 +130,11 @@ def evaluate_baseline(
     model = build_baseline(baseline, params["options"])
     labels = {"model": baseline, "kind": "baseline", "mode": "baseline", "seed": pd.NA,
               "device": "cpu"}
-    limit = model.max_prompts or ev.n_prompts
     frames = []
     for path in prompt_paths:
         start = time.perf_counter()
-        prompts = load_prompts(path).head(limit)
+        prompts = load_prompts(path)
+        prompts = prompts.head(model.prompt_limit(prompts.ood) or ev.n_prompts)
         frames.append(evaluate(model.predict, prompts, labels, ev.bootstrap, ev.confidence,
                                ev.seed, ev.n_prompts))
         log.info("%s on %s/%s: %d levels x %d prompts in %.2f s", baseline, task, prompts.ood,
