@@ -209,7 +209,8 @@ def test_job_writes_ood_files_on_the_in_distribution_prompts(tmp_path, smoke_con
     sample_eval_prompts(*args, "none", tmp_path / "none.safetensors")
     sample_eval_prompts(*args, "scale_y", tmp_path / "scale_y.safetensors",
                         {"levels": [1.0, 2.0], "options": {}})
-    ind, ood = load_prompts(tmp_path / "none.safetensors"), load_prompts(tmp_path / "scale_y.safetensors")
+    ind = load_prompts(tmp_path / "none.safetensors")
+    ood = load_prompts(tmp_path / "scale_y.safetensors")
     n_ood = smoke_config["eval"]["n_prompts_ood"]
     assert ind.xs.shape[1] == smoke_config["eval"]["n_prompts"] and ood.xs.shape[1] == n_ood
     torch.testing.assert_close(ood.ys[0], ind.ys[0, :n_ood])  # level 1: the same prompts

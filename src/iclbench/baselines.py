@@ -55,7 +55,7 @@ class Baseline:
 
     @property
     def max_prompts(self) -> int | None:
-        """How many prompts of each file to score (``None``: all), from the ``max_prompts`` option."""
+        """Prompts of each file to score (``None``: all), from the ``max_prompts`` option."""
         value = self.opts.get("max_prompts")
         return None if value is None else int(value)
 
@@ -161,7 +161,7 @@ class PerPromptFit(Baseline):
 
 @BASELINES.register("lasso")
 class LassoBaseline(PerPromptFit):
-    """Lasso, ``min (1/2i)|y - Xw|^2 + alpha |w|_1`` without intercept (sparse linear regression)."""
+    """Lasso, ``min (1/2i)|y - Xw|^2 + alpha |w|_1``, no intercept (sparse linear regression)."""
 
     options = {"alpha": 0.01, "max_iter": 100000, "max_prompts": None,
                "max_prompts_ood": None}
@@ -231,7 +231,8 @@ class GradientDescent2NN(Baseline):
 
     One network per (prompt, position ``i``), trained for ``steps`` Adam steps on the mean squared
     error over its ``i`` examples; all ``P * (n - 1)`` networks train at once as batched tensors
-    (weights (P * (n - 1), d, hidden), batched matmuls), each on its own masked loss, so they never interact. The
+    (weights (P * (n - 1), d, hidden), batched matmuls), each on its own masked loss, so they never
+    interact. The
     initialisation is PyTorch's ``nn.Linear`` default (uniform in ``+-1/sqrt(fan_in)``), as in the
     paper's ``NeuralNetwork``; the paper's batch of 100 covers every prefix, hence full batch.
     """

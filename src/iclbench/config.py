@@ -209,8 +209,8 @@ def check(raw: Mapping[str, Any]) -> Config:
     for name, opts in cfg.figures.items():
         _wrap(lambda: FIGURES.get(name).check_options(opts), f"figures.{name}")
     if IN_DISTRIBUTION in cfg.ood:
-        raise ConfigError(f"ood.{IN_DISTRIBUTION}: the in-distribution setting is always evaluated; "
-                          "list only OOD settings under ood")
+        raise ConfigError(f"ood.{IN_DISTRIBUTION}: the in-distribution setting is always "
+                          "evaluated; list only OOD settings under ood")
     for name, setting in cfg.ood.items():
         _wrap(lambda: OOD.get(name)(**setting.options).check_levels(setting.levels), f"ood.{name}")
     return cfg

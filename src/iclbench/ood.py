@@ -20,8 +20,8 @@ dtsip/in-context-learning implements in ``src/eval.py`` (``build_evals``, ``gen_
 (``NoisyLinearRegression``). Each is generalised to a level ``c`` whose value 0 (or 1 for
 ``half_subspace``) is the in-distribution setting and whose paper value is given:
 
-- ``skewed``: ``x <- x T`` with ``T = U diag(l) U^T sqrt(d / sum l^2)``, ``l_i = (i + 1)^-c``, ``U`` a
-  random rotation, so ``E|x|^2 = d``; paper ``c = 1`` (eigenvalues ``1/(i+1)``).
+- ``skewed``: ``x <- x T`` with ``T = U diag(l) U^T sqrt(d / sum l^2)``, ``l_i = (i + 1)^-c``,
+  ``U`` a random rotation, so ``E|x|^2 = d``; paper ``c = 1`` (eigenvalues ``1/(i+1)``).
 - ``half_subspace``: the same with ``l_i = 1`` for the first ``max(1, floor(c d))`` directions and 0
   for the rest: inputs on a random subspace of dimension ``c d``; paper ``c = 0.5``.
 - ``random_quadrants``: every coordinate of every in-context example is moved, with probability
@@ -69,7 +69,7 @@ class LevelPrompts:
 
 
 class Transform:
-    """Base class: subclasses set ``options``, ``tasks`` and override ``inputs``/``labels``/``apply``."""
+    """Base: subclasses set ``options``, ``tasks``; override ``inputs``, ``labels`` or ``apply``."""
 
     options: ClassVar[Mapping[str, Any]] = {}
     #: the tasks this setting applies to; ``None`` means every task
@@ -88,7 +88,9 @@ class Transform:
     def check_options(cls, options: Mapping[str, Any]) -> None:
         unknown = set(options) - set(cls.options)
         if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)}; known are: {sorted(cls.options)}")
+            raise ValueError(
+                f"unknown option(s) {sorted(unknown)}; known are: {sorted(cls.options)}"
+            )
 
     @classmethod
     def applies_to(cls, task: str) -> bool:
@@ -149,7 +151,7 @@ class InDistribution(Transform):
 
 @OOD.register("shift")
 class Shift(Transform):
-    """``x <- x + c u``: inputs centred at distance ``c`` from the origin along a fixed unit ``u``."""
+    """``x <- x + c u``: inputs centred at distance ``c`` from the origin, along a fixed ``u``."""
 
     def check_level(self, level: float) -> None:
         _at_least(level, 0.0, "a shift is a distance >= 0")
@@ -248,7 +250,7 @@ def _probability(level: float) -> None:
 
 @OOD.register("random_quadrants")
 class RandomQuadrants(Transform):
-    """In-context examples in one random orthant per prompt, queries ``N(0, I)`` (paper: ``c = 1``)."""
+    """Examples in one random orthant per prompt, queries ``N(0, I)`` (paper: ``c = 1``)."""
 
     tasks = LINEAR_ONLY
 
@@ -262,7 +264,8 @@ class RandomQuadrants(Transform):
         signs = torch.randint(0, 2, (P, 1, d), generator=rng).to(xs.dtype) * 2 - 1
         moved = torch.rand(xs.shape, generator=rng) < level
         examples = torch.where(moved, xs.abs() * signs, xs)
-        return LevelPrompts(examples, task.evaluate(params, examples), xs, task.evaluate(params, xs))
+        return LevelPrompts(examples, task.evaluate(params, examples), xs,
+                            task.evaluate(params, xs))
 
 
 @OOD.register("orthogonal_query")
