@@ -72,6 +72,14 @@ BAD = [
     ("variants", {}, "config key variants"),
     ("n_dims", 0, "config key n_dims: 0 is less than the minimum of 1"),
     ("threads", "two", "config key threads: 'two' is not of type 'integer'"),
+    ("ood.shfit", {"levels": [1], "options": {}}, "ood: unknown OOD setting 'shfit'; known are:"),
+    ("ood.none", {"levels": [0], "options": {}}, "ood.none: the in-distribution setting"),
+    ("ood.scale_y.levels", [0], "ood.scale_y: level 0.0 out of range"),
+    ("ood.scale_y.levels", [], "config key ood.scale_y.levels"),
+    ("ood.shift.options", {"dir": 1}, "ood.shift: unknown option(s) ['dir']"),
+    ("ood.shift.lvls", [1], "config key ood.shift: Additional properties are not allowed"),
+    ("baselines.xgboost.max_prompts", 0, "baselines.xgboost: max_prompts must be"),
+    ("eval.n_prompts_ood", 65, "eval.n_prompts_ood (65) must not exceed eval.n_prompts (64)"),
 ]
 
 

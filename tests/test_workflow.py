@@ -59,6 +59,11 @@ def test_dry_run(name: str, tmp_path: Path) -> None:
     assert jobs["evaluate_model"] == n_models + n_swapped
     assert jobs["plot_figure"] == len(cfg["figures"])
     assert jobs["profile_model"] == len(cfg["variants"]) + len(cfg["swapped"])
+    # none + the three settings of every task + the linear-only ones on linear regression
+    linear_only = {"skewed", "half_subspace", "random_quadrants", "orthogonal_query", "noisy"}
+    general = [o for o in cfg["ood"] if o not in linear_only]
+    expected = len(cfg["tasks"]) * (1 + len(general)) + len(set(cfg["ood"]) & linear_only)
+    assert jobs["sample_eval_prompts"] == expected
 
 
 def test_lint_is_clean() -> None:
@@ -95,7 +100,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     cfg = yaml.safe_load((smoke_run / "config.yaml").read_text())
     for task in cfg["tasks"]:
-        assert (smoke_run / f"results/data/{task}/none.safetensors").is_file()
+        for ood in ("none", "shift", "scale_y"):
+            assert (smoke_run / f"results/data/{task}/{ood}.safetensors").is_file()
         model_dir = smoke_run / f"results/models/{task}/softmax/seed0"
         for name in ("model.safetensors", "config.json", "train_log.parquet"):
             assert (model_dir / name).is_file()
@@ -109,11 +115,24 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     assert set(df["model"]) == {*cfg["variants"], *cfg["swapped"], *cfg["baselines"]}
     swapped = df.loc[df["mode"] == "swapped", "model"]
     assert set(swapped) == set(cfg["swapped"])
-    assert (df["ood"] == "none").all()
-    per_model = df.groupby(["task", "model", "mode"])["n_examples"].agg(["min", "max", "count"])
-    for (task, _, _), row in per_model.iterrows():
+    # every model on every (setting, level) that applies to its task
+    for (task, model, _), rows in df.groupby(["task", "model", "mode"]):
+        settings = set(zip(rows["ood"], rows["ood_level"]))
+        expected = {("none", 0.0)} | {(o, float(c)) for o in ("shift", "scale_y")
+                                      for c in cfg["ood"][o]["levels"]}
+        if task == "linear_regression":
+            expected |= {(o, float(c)) for o, s in cfg["ood"].items() for c in s["levels"]}
+        assert settings == expected, (task, model)
+    per_model = df.groupby(["task", "model", "mode", "ood", "ood_level"])["n_examples"].agg(
+        ["min", "max", "count"])
+    for (task, *_), row in per_model.iterrows():
         n = cfg["tasks"][task]["n_points"]
         assert (row["min"], row["max"], row["count"]) == (0, n - 1, n)
+    # the zero baseline shows what "1" means: 1 in distribution, c^2 under scale_y
+    zero = df[(df["model"] == "zero") & (df["n_examples"] == 0)].set_index(
+        ["task", "ood", "ood_level"])["error"]
+    assert zero.loc[("linear_regression", "scale_y", 2.0)] > 2.0
+    assert zero.loc[("linear_regression", "scale_y", 0.5)] < 0.5
     assert ((df["error_lo"] <= df["error"]) & (df["error"] <= df["error_hi"])).all()
     profile = pd.read_parquet(smoke_run / "results/summary/profile.parquet")
     assert list(profile.columns) == list(PROFILE)
@@ -133,7 +152,8 @@ def test_one_figure_option_reruns_that_figure_only(smoke_run: Path) -> None:
     cfg = yaml.safe_load((smoke_run / "config.yaml").read_text())
     cfg["figures"]["icl_curves"]["log_y"] = True
     changed = smoke_run / "changed.yaml"
-    changed.write_text(yaml.safe_dump(cfg))  # sorted keys: the rules' params must not care
+    # key order kept: Snakemake compares params by repr, and a reordered dict reads as changed
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
     other = (smoke_run / "results/figures/errors_at_k.pdf").stat().st_mtime_ns
     proc = snakemake(workdir=smoke_run, config=changed)
     assert planned_jobs(proc) == {"plot_figure": 1, "all": 1}

@@ -90,14 +90,33 @@ class EvalConfig:
     bootstrap: int
     confidence: float
     seed: int
+    #: prompts per level of each OOD setting (the first of the in-distribution functions)
+    n_prompts_ood: int = 0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> EvalConfig:
         cfg = cls(int(raw["n_prompts"]), int(raw["batch_size"]), int(raw["bootstrap"]),
-                  float(raw["confidence"]), int(raw["seed"]))
+                  float(raw["confidence"]), int(raw["seed"]),
+                  int(raw.get("n_prompts_ood", raw["n_prompts"])))
+        if cfg.n_prompts_ood > cfg.n_prompts:
+            raise ConfigError(f"eval.n_prompts_ood ({cfg.n_prompts_ood}) must not exceed "
+                              f"eval.n_prompts ({cfg.n_prompts})")
         if not 0.0 < cfg.confidence < 1.0:
             raise ConfigError(f"eval.confidence must lie in (0, 1), got {cfg.confidence}")
         return cfg
+
+
+@dataclass(frozen=True)
+class OODConfig:
+    """One OOD setting of ``ood:``: its levels and the transform's options."""
+
+    name: str
+    levels: tuple[float, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, raw: Mapping[str, Any]) -> OODConfig:
+        return cls(name, tuple(float(c) for c in raw["levels"]), dict(raw.get("options") or {}))
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,7 @@ class Config:
     baselines: Mapping[str, Mapping[str, Any]]
     figures: Mapping[str, Mapping[str, Any]]
     profile: Mapping[str, Any]
+    ood: Mapping[str, OODConfig] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Config:
@@ -137,6 +157,7 @@ def check(raw: Mapping[str, Any]) -> Config:
     from iclbench.variants import check_variants, get_variant
     from iclbench.baselines import BASELINES
     from iclbench.figures import FIGURES
+    from iclbench.ood import IN_DISTRIBUTION, OOD
     from iclbench.tasks import TASKS, build_task
 
     try:
@@ -158,6 +179,7 @@ def check(raw: Mapping[str, Any]) -> Config:
             baselines={k: _options(v) for k, v in raw["baselines"].items()},
             figures={k: _options(v) for k, v in raw["figures"].items()},
             profile=dict(raw["profile"]),
+            ood={k: OODConfig.from_dict(k, v) for k, v in raw["ood"].items()},
         )
     except KeyError as err:
         raise ConfigError(f"missing config key {err}") from None
@@ -168,6 +190,7 @@ def check(raw: Mapping[str, Any]) -> Config:
         check_variants(cfg.swapped, "swapped")
         BASELINES.check(cfg.baselines, "baselines")
         FIGURES.check(cfg.figures, "figures")
+        OOD.check(cfg.ood, "ood")
     except UnknownNameError as err:
         raise ConfigError(str(err)) from None
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -195,6 +218,11 @@ def check(raw: Mapping[str, Any]) -> Config:
     for name, opts in cfg.figures.items():
         _wrap(lambda: FIGURES.get(name).check_options(opts), f"figures.{name}")
     _check_profile(cfg)
+    if IN_DISTRIBUTION in cfg.ood:
+        raise ConfigError(f"ood.{IN_DISTRIBUTION}: the in-distribution setting is always "
+                          "evaluated; list only OOD settings under ood")
+    for name, setting in cfg.ood.items():
+        _wrap(lambda: OOD.get(name)(**setting.options).check_levels(setting.levels), f"ood.{name}")
     return cfg
 
 

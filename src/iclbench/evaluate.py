@@ -2,10 +2,15 @@
 
 A prompt file (safetensors) holds, for one task and one OOD setting, ``xs`` (L, P, n, d), ``ys``
 (L, P, n) and ``norm`` (L,) for L levels of the setting (one level, 0, in distribution), plus the
-functions that produced them. Every model and baseline is scored on the same file. The error at
-``n_examples = i`` is the squared error of the prediction of ``y_{i+1}`` from ``i`` examples,
-divided by ``norm`` and averaged over the P prompts; its interval is the bootstrap percentile
-interval over prompts.
+functions that produced them. Settings whose query comes from another distribution than the
+examples before it (:mod:`iclbench.ood`) also hold ``query_xs`` (L, P, n, d) and ``query_ys``
+(L, P, n). Every model and baseline is scored on the same file. The error at ``n_examples = i`` is
+the squared error of the prediction of ``y_{i+1}`` from ``i`` examples, divided by ``norm`` and
+averaged over the P prompts; its interval is the bootstrap percentile interval over prompts.
+
+``norm`` is the task's in-distribution Var(y) at every level of every setting (SPEC section 1), so
+errors share one unit across settings: always predicting 0 scores 1 in distribution and
+``E[y^2] / Var_in(y)`` elsewhere (``c^2`` under ``scale_y``), which the ``zero`` baseline tabulates.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
+from iclbench.ood import IN_DISTRIBUTION, Transform, build_transform
 from iclbench.results import ICL_ERRORS, tidy, write_with
 from iclbench.seeding import generator
 from iclbench.tasks import Task, sample_inputs
@@ -36,16 +42,45 @@ class PromptSet:
     xs: Tensor  # (L, P, n, d)
     ys: Tensor  # (L, P, n)
     norm: Tensor  # (L,)
+    query_xs: Tensor | None = None  # (L, P, n, d): the query at position i, when not xs[:, :, i]
+    query_ys: Tensor | None = None  # (L, P, n)
+
+    def head(self, n_prompts: int) -> PromptSet:
+        """The first ``n_prompts`` prompts of every level (all of them if there are fewer)."""
+        cut = slice(0, n_prompts)
+        return PromptSet(self.task, self.ood, self.levels, self.xs[:, cut], self.ys[:, cut],
+                         self.norm,
+                         None if self.query_xs is None else self.query_xs[:, cut],
+                         None if self.query_ys is None else self.query_ys[:, cut])
 
 
-def make_prompts(task: Task, task_name: str, n_prompts: int, n_points: int, seed: int) -> PromptSet:
-    """In-distribution prompts, fixed by ``seed`` (the config's ``eval.seed``)."""
+def make_prompts(
+    task: Task, task_name: str, n_prompts: int, n_points: int, seed: int,
+    ood: str = IN_DISTRIBUTION, levels: tuple[float, ...] = (0.0,),
+    transform: Transform | None = None,
+) -> PromptSet:
+    """Prompts of setting ``ood`` at each of ``levels``, fixed by ``seed`` (``eval.seed``).
+
+    Every setting starts from the same in-distribution functions and inputs (one stream per task),
+    so the ``none`` file and every level of every setting share their functions.
+    """
+    transform = transform if transform is not None else build_transform(ood)
+    if not transform.applies_to(task_name):
+        raise ValueError(f"OOD setting {ood!r} does not apply to task {task_name!r}")
+    transform.check_levels(levels)
     rng = generator(seed, "eval", task_name)
     params = task.sample_functions(n_prompts, task.n_dims, rng)
     xs = sample_inputs(n_prompts, n_points, task.n_dims, task.n_dims, rng)
-    ys = task.evaluate(params, xs)
-    return PromptSet(task_name, "none", (0.0,), xs[None], ys[None],
-                     torch.tensor([task.normaliser], dtype=torch.float64))
+    out = [transform.apply(task, params, xs, float(c), generator(seed, "ood", ood, task_name))
+           for c in levels]
+    has_queries = out[0].query_xs is not None
+    return PromptSet(
+        task_name, ood, tuple(float(c) for c in levels),
+        torch.stack([o.xs for o in out]), torch.stack([o.ys for o in out]),
+        torch.full((len(levels),), task.normaliser, dtype=torch.float64),
+        torch.stack([o.query_xs for o in out]) if has_queries else None,  # type: ignore[misc]
+        torch.stack([o.query_ys for o in out]) if has_queries else None,  # type: ignore[misc]
+    )
 
 
 def save_prompts(prompts: PromptSet, path: str | Path) -> None:
@@ -54,6 +89,9 @@ def save_prompts(prompts: PromptSet, path: str | Path) -> None:
     meta = {"iclbench": json.dumps({"task": prompts.task, "ood": prompts.ood,
                                     "levels": list(prompts.levels)}, sort_keys=True)}
     tensors = {"xs": prompts.xs.contiguous(), "ys": prompts.ys.contiguous(), "norm": prompts.norm}
+    if prompts.query_xs is not None and prompts.query_ys is not None:
+        tensors |= {"query_xs": prompts.query_xs.contiguous(),
+                    "query_ys": prompts.query_ys.contiguous()}
     write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)
 
 
@@ -63,7 +101,8 @@ def load_prompts(path: str | Path) -> PromptSet:
             meta = json.loads((f.metadata() or {})["iclbench"])
         tensors = load_file(str(path))
         return PromptSet(meta["task"], meta["ood"], tuple(meta["levels"]),
-                         tensors["xs"], tensors["ys"], tensors["norm"])
+                         tensors["xs"], tensors["ys"], tensors["norm"],
+                         tensors.get("query_xs"), tensors.get("query_ys"))
     except (SafetensorError, OSError, KeyError, ValueError) as err:
         raise ValueError(f"{path}: not a valid prompt file ({err})") from None
 
@@ -76,7 +115,11 @@ def error_table(
     P, n = err.shape
     mean = err.mean(dim=0)
     idx = torch.randint(0, P, (bootstrap, P), generator=rng)
-    boot = err[idx].mean(dim=1)  # (bootstrap, n)
+    # resample means as (how often each prompt is drawn) @ err: the same draws as err[idx].mean(1)
+    # without materialising a (bootstrap, P, n) tensor, which dominated cheap evaluations
+    counts = torch.zeros(bootstrap, P, dtype=torch.float64).scatter_add_(
+        1, idx, torch.ones(bootstrap, P, dtype=torch.float64))
+    boot = counts @ err / P  # (bootstrap, n)
     tail = (1.0 - confidence) / 2
     lo, hi = torch.quantile(boot, torch.tensor([tail, 1.0 - tail], dtype=torch.float64), dim=0)
     return pd.DataFrame({
@@ -102,14 +145,27 @@ def evaluate(
     seed: int,
     batch_size: int,
 ) -> pd.DataFrame:
-    """Score ``predict(xs, ys) -> preds`` on every level of ``prompts``; rows as ICL_ERRORS."""
+    """Score ``predict(xs, ys) -> preds`` on every level of ``prompts``; rows as ICL_ERRORS.
+
+    With separate queries, position ``i`` is predicted from the prompt ``xs[:, :i]`` followed by
+    ``query_xs[:, i]`` and scored against ``query_ys[:, i]``: one call per position, as in Garg et
+    al.'s ``eval_batch`` (which passes the full length; predictors are causal, so the cut prompt
+    gives the same prediction at half the cost).
+    """
     frames = []
     for j, level in enumerate(prompts.levels):
         xs, ys = prompts.xs[j], prompts.ys[j]
-        preds = torch.cat([
-            predict(xs[s : s + batch_size], ys[s : s + batch_size]).detach().cpu()
-            for s in range(0, xs.shape[0], batch_size)
-        ])
+        if prompts.query_xs is None or prompts.query_ys is None:
+            preds = _predict_batched(predict, xs, ys, batch_size)
+        else:
+            qxs, qys = prompts.query_xs[j], prompts.query_ys[j]
+            # prompts cut after the query: causal predictors never read past it anyway
+            preds = torch.stack([
+                _predict_batched(predict, torch.cat([xs[:, :i], qxs[:, i : i + 1]], dim=1),
+                                 torch.cat([ys[:, :i], qys[:, i : i + 1]], dim=1), batch_size)[:, i]
+                for i in range(xs.shape[1])
+            ], dim=1)
+            ys = qys
         rng = generator(seed, "bootstrap", prompts.task, prompts.ood, str(level), str(labels["model"]))
         table = error_table((preds.double() - ys.double()).square(), float(prompts.norm[j]),
                             bootstrap, confidence, rng)
@@ -117,6 +173,13 @@ def evaluate(
     out = pd.concat(frames, ignore_index=True).assign(task=prompts.task, **labels,
                                                        torch_version=torch.__version__)
     return tidy(out, ICL_ERRORS)
+
+
+def _predict_batched(predict: Predictor, xs: Tensor, ys: Tensor, batch_size: int) -> Tensor:
+    return torch.cat([
+        predict(xs[s : s + batch_size], ys[s : s + batch_size]).detach().cpu()
+        for s in range(0, xs.shape[0], batch_size)
+    ])
 
 
 def model_predictor(model: torch.nn.Module, device: torch.device) -> Predictor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,29 @@ def _task(name: str, raw: Mapping[str, Any], n_dims: int) -> tuple[TaskConfig, A
 
 def sample_eval_prompts(
     task: str, task_cfg: Mapping[str, Any], n_dims: int, eval_cfg: Mapping[str, Any], ood: str,
-    output: str | Path,
+    output: str | Path, ood_cfg: Mapping[str, Any] | None = None,
 ) -> None:
-    if ood != "none":
-        raise ValueError(f"unknown OOD setting {ood!r}; known are: none")
+    """Prompts of OOD setting ``ood`` (``none``: in distribution, level 0) at its levels.
+
+    ``ood_cfg`` is the setting's ``ood.<name>`` config section (levels and options); None means
+    level 0 and no options, the in-distribution setting's.
+    """
+    from iclbench.ood import IN_DISTRIBUTION, build_transform
+
     cfg, fn_class = _task(task, task_cfg, n_dims)
     ev = EvalConfig.from_dict(eval_cfg)
-    prompts = make_prompts(fn_class, task, ev.n_prompts, cfg.n_points, ev.seed)
+    ood_cfg = ood_cfg or {"levels": [0.0], "options": {}}
+    levels = tuple(float(c) for c in ood_cfg["levels"])
+    options = dict(ood_cfg.get("options") or {})
+    # sampled at the full n_prompts so every setting shares the in-distribution functions and
+    # inputs; OOD settings keep the first n_prompts_ood of them
+    prompts = make_prompts(fn_class, task, ev.n_prompts, cfg.n_points, ev.seed, ood, levels,
+                           build_transform(ood, options))
+    if ood != IN_DISTRIBUTION:
+        prompts = prompts.head(ev.n_prompts_ood)
     save_prompts(prompts, output)
-    log.info("wrote %d prompts of %d points for %s to %s", ev.n_prompts, cfg.n_points, task, output)
+    log.info("wrote %d prompts of %d points for %s, OOD setting %s at levels %s, to %s",
+             prompts.xs.shape[1], cfg.n_points, task, ood, list(levels), output)
 
 
 def train_model(
@@ -129,8 +144,15 @@ def evaluate_baseline(
     model = build_baseline(baseline, params["options"])
     labels = {"model": baseline, "kind": "baseline", "mode": "baseline", "seed": pd.NA,
               "device": "cpu"}
-    frames = [evaluate(model.predict, load_prompts(p), labels, ev.bootstrap, ev.confidence,
-                       ev.seed, ev.n_prompts) for p in prompt_paths]
+    frames = []
+    for path in prompt_paths:
+        start = time.perf_counter()
+        prompts = load_prompts(path)
+        prompts = prompts.head(model.prompt_limit(prompts.ood) or ev.n_prompts)
+        frames.append(evaluate(model.predict, prompts, labels, ev.bootstrap, ev.confidence,
+                               ev.seed, ev.n_prompts))
+        log.info("%s on %s/%s: %d levels x %d prompts in %.2f s", baseline, task, prompts.ood,
+                 len(prompts.levels), prompts.xs.shape[1], time.perf_counter() - start)
     write_parquet(pd.concat(frames, ignore_index=True), output)
 
 

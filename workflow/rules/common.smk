@@ -1,6 +1,7 @@
 # Validation and target lists. The config is checked (schema, then registry names and cross-field
 # rules) when the DAG is built, so a bad config fails before any job runs.
 from iclbench.baselines import BASELINES
+from iclbench.ood import IN_DISTRIBUTION, OOD
 from iclbench.figures import FIGURES as FIGURE_REGISTRY
 from iclbench.config import canonical, check, validate_schema
 import yaml
@@ -21,7 +22,7 @@ VARIANTS = list(config["variants"])
 SWAPPED = list(config["swapped"])
 SEEDS = [int(s) for s in config["seeds"]]
 FIGURES = list(config["figures"])
-OODS = ["none"]
+OODS = [IN_DISTRIBUTION, *config["ood"]]
 
 
 wildcard_constraints:
@@ -66,10 +67,22 @@ def variant_options(wildcards):
     return config[section][wildcards.variant]
 
 
+def task_oods(task):
+    """The OOD settings evaluated on ``task``: none, then each one that applies to it."""
+    return [o for o in OODS if OOD.get(o).applies_to(task)]
+
+
 def eval_prompt_files(wildcards):
     return expand(
-        "results/data/{task}/{ood}.safetensors", task=wildcards.task, ood=OODS
+        "results/data/{task}/{ood}.safetensors",
+        task=wildcards.task,
+        ood=task_oods(wildcards.task),
     )
+
+
+def ood_section(wildcards):
+    # the in-distribution setting has no section: level 0, no options
+    return config["ood"].get(wildcards.ood, {"levels": [0.0], "options": {}})
 
 
 def model_to_evaluate(wildcards):

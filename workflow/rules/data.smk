@@ -9,5 +9,6 @@ rule sample_eval_prompts:
         task=lambda wc: config["tasks"][wc.task],
         n_dims=config["n_dims"],
         eval=config["eval"],
+        ood=ood_section,
     script:
         "../scripts/sample_eval_prompts.py"
