@@ -371,6 +371,7 @@ def variants(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> Mpl
                frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("last position" if k < 0 else f"{k} in-context examples")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
 
 
 def _at_examples(df: pd.DataFrame, k: int) -> pd.DataFrame:
