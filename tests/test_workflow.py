@@ -173,13 +173,24 @@ def test_one_figure_target_rebuilds_it(smoke_run: Path) -> None:
     assert target.is_file()
 
 
+def _timed(path: Path) -> bool:
+    """Files that hold wall-clock measurements: the training log's seconds, the profile tables
+    (latency, memory) and the figures drawn from them."""
+    from iclbench.figures import FIGURES
+
+    if path.name == "train_log.parquet" or "profile" in path.parts or path.name == "profile.parquet":
+        return True
+    figure = path.stem if path.parent.name == "figures" else None
+    return figure is not None and "profile" in FIGURES.get(figure).tables
+
+
 def _hashes(workdir: Path) -> dict[str, str]:
     import hashlib
 
     out = {}
     for path in sorted((workdir / "results").rglob("*")):
-        # the training log records wall-clock seconds; everything else must be byte-identical
-        if path.is_file() and path.name != "train_log.parquet" and "report" not in path.name:
+        # everything not timed must be byte-identical
+        if path.is_file() and not _timed(path) and "report" not in path.name:
             out[str(path.relative_to(workdir))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -188,6 +199,7 @@ def test_two_runs_give_identical_files(smoke_run: Path, tmp_path: Path) -> None:
     snakemake(workdir=tmp_path, config=smoke_run / "config.yaml")
     first, second = _hashes(smoke_run), _hashes(tmp_path)
     assert first.keys() == second.keys()
+    assert any(k.endswith("icl_errors.parquet") for k in first)
     differing = [k for k in first if first[k] != second[k]]
     assert differing == []
 
@@ -236,6 +248,8 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path: Path, smoke_config) -> N
         proc.wait()
     assert not (killed / target).exists() and ckpt.exists()
 
+    # a hard kill leaves Snakemake's lock behind: unlock, then rerun (README, "Reliability")
+    snakemake("--unlock", workdir=killed, config=config)
     proc2 = snakemake(target, "--rerun-incomplete", workdir=killed, config=config)
     log = (killed / "logs/train_model/linear_regression/softmax/seed0.log").read_text()
     assert "resumed from" in log, proc2.stderr
