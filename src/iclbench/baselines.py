@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from iclbench.ood import IN_DISTRIBUTION
-from iclbench.registry import Registry
+from iclbench.registry import Registry, check_options
 from iclbench.seeding import generator
 
 
@@ -42,9 +42,7 @@ class Baseline:
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
-        unknown = set(options) - set(cls.options)
-        if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)}; known are: {sorted(cls.options)}")
+        check_options(options, cls.options)
 
     @classmethod
     def applies_to(cls, task: str) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from iclbench.registry import Registry
+from iclbench.registry import Registry, check_options
 
 if TYPE_CHECKING:  # plotting libraries load only when a figure is drawn
     import pandas as pd
@@ -37,11 +37,7 @@ class Figure:
     caption: str
 
     def check_options(self, options: Mapping[str, Any]) -> None:
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {sorted(unknown)}; known are: {sorted(self.options)}"
-            )
+        check_options(options, self.options)
 
     def render(self, tables: Mapping[str, pd.DataFrame], options: Mapping[str, Any]) -> MplFigure:
         self.check_options(options)
@@ -59,6 +55,14 @@ def figure(name: str, options: Mapping[str, Any], tables: tuple[str, ...], capti
         return draw
 
     return decorate
+
+
+def _profile_rows(df: pd.DataFrame, opts: Mapping[str, Any], figure: str) -> pd.DataFrame:
+    """The profile rows at the figure's ``batch_size``; an error naming the figure if none."""
+    rows = df[df["batch_size"] == int(opts["batch_size"])]
+    if rows.empty:
+        raise ValueError(f"figures.{figure}: no profile rows with batch_size == {opts['batch_size']}")
+    return rows
 
 
 def save_figure(fig: MplFigure, pdf: str, png: str, dpi: int) -> None:
@@ -190,10 +194,7 @@ def scaling(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplF
     from iclbench.profiling import crossovers, label
 
     plt = _pyplot()
-    df = tables["profile"]
-    df = df[df["batch_size"] == int(opts["batch_size"])]
-    if df.empty:
-        raise ValueError(f"figures.scaling: no profile rows with batch_size == {opts['batch_size']}")
+    df = _profile_rows(tables["profile"], opts, "scaling")
     df = df.assign(label=label(df["model"], df["mode"])).sort_values("context_tokens")
     labels = sorted(df["label"].unique(), key=lambda s: (s != "softmax", s))
     palette = dict(zip(labels, sns.color_palette("tab10", len(labels))))
@@ -250,10 +251,7 @@ def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFi
     from iclbench.profiling import label
 
     plt = _pyplot()
-    prof = tables["profile"]
-    prof = prof[prof["batch_size"] == int(opts["batch_size"])]
-    if prof.empty:
-        raise ValueError(f"figures.pareto: no profile rows with batch_size == {opts['batch_size']}")
+    prof = _profile_rows(tables["profile"], opts, "pareto")
     n_dims = prof["n_dims"].unique()
     if len(n_dims) != 1:
         raise ValueError(f"figures.pareto: profile rows disagree on n_dims ({sorted(n_dims)})")

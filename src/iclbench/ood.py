@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from iclbench.registry import Registry
+from iclbench.registry import Registry, check_options
 from iclbench.tasks import FunctionParams, Task
 
 #: the in-distribution setting: always evaluated, never listed under ``ood:`` in the config
@@ -86,11 +86,7 @@ class Transform:
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
-        unknown = set(options) - set(cls.options)
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {sorted(unknown)}; known are: {sorted(cls.options)}"
-            )
+        check_options(options, cls.options)
 
     @classmethod
     def applies_to(cls, task: str) -> bool:

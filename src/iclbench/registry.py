@@ -7,10 +7,17 @@ lists the known names, so a typo in the config is reported with its fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def check_options(given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise ``ValueError`` listing any option in ``given`` that is not in ``known``."""
+    unknown, known = set(given) - set(known), sorted(known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; known are: {known}")
 
 
 class UnknownNameError(KeyError):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from iclbench.registry import Registry
+from iclbench.registry import Registry, check_options
 
 
 class Attention(nn.Module):
@@ -29,11 +29,7 @@ class Attention(nn.Module):
 
     def __init__(self, n_head: int, head_dim: int, **options: Any) -> None:
         super().__init__()
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {sorted(unknown)}; known are: {sorted(self.options)}"
-            )
+        check_options(options, self.options)
         self.n_head = n_head
         self.head_dim = head_dim
         self.opts: dict[str, Any] = {**self.options, **options}

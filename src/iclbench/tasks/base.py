@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from iclbench.registry import Registry
+from iclbench.registry import Registry, check_options
 
 FunctionParams = dict[str, Tensor]
 
@@ -27,11 +27,7 @@ class Task(ABC):
     options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, n_dims: int, **options: Any) -> None:
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {sorted(unknown)}; known are: {sorted(self.options)}"
-            )
+        check_options(options, self.options)
         self.n_dims = n_dims
         self.opts: dict[str, Any] = {**self.options, **options}
 
