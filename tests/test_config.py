@@ -79,6 +79,7 @@ BAD = [
     ("ood.shift.options", {"dir": 1}, "ood.shift: unknown option(s) ['dir']"),
     ("ood.shift.lvls", [1], "config key ood.shift: Additional properties are not allowed"),
     ("baselines.xgboost.max_prompts", 0, "baselines.xgboost: max_prompts must be"),
+    ("variants.int8.start_step", 40, "variants.int8.start_step (40) must be below train.steps (40)"),
     ("eval.n_prompts_ood", 65, "eval.n_prompts_ood (65) must not exceed eval.n_prompts (64)"),
 ]
 

@@ -208,6 +208,10 @@ def check(raw: Mapping[str, Any]) -> Config:
     for name, opts in cfg.variants.items():
         _wrap(lambda: get_variant(name).check_options(opts, model.n_head, head_dim),
               f"variants.{name}")
+    start = cfg.variants.get("int8", {}).get("start_step", 0)
+    if start >= train.steps:
+        raise ConfigError(f"variants.int8.start_step ({start}) must be below train.steps "
+                          f"({train.steps}): the model would never train quantized")
     if cfg.swapped and "softmax" not in cfg.variants:
         raise ConfigError("swapped: needs softmax under variants (swaps go into softmax models)")
     for name, opts in cfg.swapped.items():
