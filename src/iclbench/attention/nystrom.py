@@ -35,11 +35,14 @@ float32 inside, returns the input dtype.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from iclbench.attention import _blocks
 from iclbench.attention._blocks import (
     block_counts,
     block_masks,
@@ -96,24 +99,158 @@ def prefix_values(ql: Tensor, kl: Tensor, k: Tensor, v: Tensor, iterations: int)
     return iterative_pinv(a, iterations) @ b  # (n, c, r, hs)
 
 
+def learned_spans(n_chunks: int, per_chunk: int) -> list[slice]:
+    """Consecutive chunk indices processed together (a span): as many chunks as keep a span's
+    within-chunk weights (``per_chunk`` numbers per chunk) within a quarter of
+    :data:`iclbench.attention._blocks.WORK_ELEMENTS`, read at call time (at least one chunk per
+    span). With the span's other intermediates this keeps the working memory near 1 MiB, below
+    what a fused causal softmax kernel uses at long context."""
+    return chunks(n_chunks, per_chunk, _blocks.WORK_ELEMENTS // 4)
+
+
+def _earlier(rows: int, cols: int, device: torch.device) -> Tensor:
+    """(rows, cols) boolean: column index < row index (strictly earlier)."""
+    return torch.arange(cols, device=device)[None, :] < torch.arange(rows, device=device)[:, None]
+
+
+LearnedState = tuple[Tensor, Tensor, Tensor]
+
+
+def learned_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Tensor,
+                 state: LearnedState | None, causal: Tensor) -> tuple[Tensor, LearnedState]:
+    """Design (b) on one span of ``K`` consecutive chunks of ``C`` positions each.
+
+    q, k, v: (b, H, K, C, hs); ql, kl: (H, m, hs) learned landmarks with ``ql`` already scaled by
+    1/sqrt(hs) (and ``kl`` unscaled); z: (H, m, m) ``pinv(softmax(ql kl^T))``. ``state`` carries,
+    per (b, H, landmark), the running max ``mx`` of the landmark's logits over every earlier
+    position and the numerator (..., hs) and denominator of its softmax-weighted sum of values,
+    both relative to ``exp(mx)``; ``None`` before the first span. Returns the span's outputs
+    (b, H, K, C, hs) and the state after it.
+    """
+    b, H, K, C, hs = q.shape
+    m = ql.shape[1]
+    dev = q.device
+    s = (k.reshape(b, H, K * C, hs) @ ql.transpose(-1, -2)[None])  # (b, H, KC, m): ql_l . k_j
+    if state is None:  # position 0's own logit: every position sees it
+        state = (s[:, :, 0], s.new_zeros(b, H, m, hs), s.new_zeros(b, H, m))
+    mx, num0, den0 = state
+    # causal running max M_il = max_{j <= i} s_jl (including every earlier span)
+    run = torch.maximum(s.cummax(dim=2).values, mx[:, :, None]).view(b, H, K, C, m)
+    s = s.view(b, H, K, C, m)
+    end = run[:, :, :, -1]  # (b, H, K, m): running max at each chunk's last position
+    start = torch.cat((mx[:, :, None], end), dim=2)  # (b, H, K + 1, m): max before chunk c
+    # each chunk's own weighted sums relative to its end max (weights <= 1)
+    e = (s - end[:, :, :, None]).exp()
+    u_num = e.transpose(-1, -2) @ v  # (b, H, K, m, hs)
+    u_den = e.sum(dim=3)  # (b, H, K, m)
+    del e
+    # carried sums entering chunk c = 0..K: chunks c' < c rescaled to start[c], plus the state
+    before = _earlier(K + 1, K, dev)[:, :, None]  # (K + 1, K, 1)
+    d = torch.where(before, end[:, :, None] - start[:, :, :, None], float("-inf")).exp()
+    d = d.permute(0, 1, 4, 2, 3)  # (b, H, m, K + 1, K)
+    keep = (mx[:, :, None] - start).exp()  # (b, H, K + 1, m), <= 1
+    c_num = (d @ u_num.transpose(2, 3)).transpose(2, 3) + keep[..., None] * num0[:, :, None]
+    c_den = (d @ u_den.transpose(2, 3)[..., None]).squeeze(-1).transpose(2, 3) \
+        + keep * den0[:, :, None]  # (b, H, K + 1, m)
+    del d
+    # inside a chunk: exact masked weights exp(s_jl - M_il) [j <= i], shape (b, H, K, i, j, m)
+    w = (s[:, :, :, None] - run[:, :, :, :, None]).masked_fill_(~causal, float("-inf")).exp_()
+    decay = (start[:, :, :K, None] - run).exp()  # (b, H, K, C, m): carried sums -> M_il
+    den = w.sum(dim=4) + decay * c_den[:, :, :K, None]  # >= 1: the max term contributes 1
+    # right to left: (softmax(q kl^T) z) once per position, then divided by the normaliser
+    f = torch.softmax(q.reshape(b, H, K * C, hs) @ (kl.transpose(-1, -2) * hs**-0.5)[None], -1)
+    g = (f @ z[None]).view(b, H, K, C, m) / den
+    p = (w @ g[..., None]).squeeze(-1)  # (b, H, K, i, j): sum_l g_il w_ijl
+    del w
+    y = p @ v + (g * decay) @ c_num[:, :, :K]
+    return y, (start[:, :, K], c_num[:, :, K], c_den[:, :, K])
+
+
+def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, iterations: int,
+                      chunk: int) -> Tensor:
+    """Design (b): ``softmax(q_i Kl^T) pinv(softmax(Ql Kl^T)) B_i`` with
+    ``B_i[l] = sum_{j <= i} softmax_j(ql_l . k_j) v_j`` (scaled by 1/sqrt(hs) inside the softmaxes).
+
+    q, k, v: (B, H, T, hs) in the working dtype; ql, kl: (H, m, hs). The sequence is cut into
+    chunks of ``min(chunk, T)`` positions (zero-padded at the end; padded keys come after every
+    real query) processed a span of chunks at a time; see :func:`learned_span`.
+    """
+    Bsz, H, T, hs = q.shape
+    m = ql.shape[1]
+    C = min(chunk, T)
+    nc = math.ceil(T / C)
+    qb, kb, vb = (to_blocks(t.reshape(Bsz * H, T, hs), C).view(Bsz, H, nc, C, hs)
+                  for t in (q, k, v))
+    qls = ql * hs**-0.5
+    z = iterative_pinv(torch.softmax(qls @ kl.transpose(-1, -2), dim=-1), iterations)
+    out = qb.new_empty(Bsz, H, nc, C, hs)
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()[:, :, None]
+    for rows in chunks(Bsz, nc * H * C * C * m, _blocks.WORK_ELEMENTS // 4):
+        state: LearnedState | None = None
+        n = len(range(*rows.indices(Bsz)))
+        for span in learned_spans(nc, n * H * C * C * m):
+            out[rows, :, span], state = learned_span(
+                qb[rows, :, span], kb[rows, :, span], vb[rows, :, span], qls, kl, z, state, causal)
+    return out.view(Bsz, H, nc * C, hs)[:, :, :T]
+
+
+SOURCES = ("segments", "learned")
+
+
 @ATTENTION.register("nystrom")
 class NystromAttention(Attention):
-    options = {"landmarks": 8, "pinv_iterations": 6, "conv_kernel": 0}
+    options = {"landmarks": 8, "pinv_iterations": 6, "conv_kernel": 0,
+               "landmarks_source": "segments", "chunk": 32}
     approximates_softmax = True
 
     def __init__(self, n_head: int, head_dim: int, **options: object) -> None:
         super().__init__(n_head, head_dim, **options)
-        for key, low in (("landmarks", 1), ("pinv_iterations", 0), ("conv_kernel", 0)):
+        for key, low in (("landmarks", 1), ("pinv_iterations", 0), ("conv_kernel", 0),
+                         ("chunk", 1)):
             val = self.opts[key]
             if isinstance(val, bool) or not isinstance(val, int) or val < low:
                 raise ValueError(f"{key} must be an integer >= {low}, got {val!r}")
+        source = self.opts["landmarks_source"]
+        if source not in SOURCES:
+            raise ValueError(f"landmarks_source must be one of {', '.join(SOURCES)}, "
+                             f"got {source!r}")
+        if source == "segments" and "chunk" in options:
+            raise ValueError("chunk applies to landmarks_source: learned only")
         kernel = self.opts["conv_kernel"]
         # depthwise conv on V, one kernel per head; zero at the start (see the module docstring)
         self.conv = nn.Parameter(torch.zeros(n_head, 1, kernel, 1)) if kernel else None
+        if source == "learned":
+            m = self.opts["landmarks"]
+            # N(0, 0.02) like the model's other weights (Decoder re-draws them from its seeded
+            # generator); landmark rows start near each other and separate in training
+            self.landmark_q = nn.Parameter(torch.randn(n_head, m, head_dim) * 0.02)
+            self.landmark_k = nn.Parameter(torch.randn(n_head, m, head_dim) * 0.02)
+
+    @classmethod
+    def check_swap(cls, options: Mapping[str, Any]) -> None:
+        if options.get("landmarks_source", cls.options["landmarks_source"]) == "learned":
+            raise ValueError(
+                "landmarks_source: learned cannot be swapped into a softmax-trained model (its "
+                "landmarks are trained parameters that a softmax model does not have); use "
+                "landmarks_source: segments under swapped"
+            )
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        B, H, T, hs = q.shape
         work = torch.promote_types(q.dtype, torch.float32)  # at least float32 inside
+        if self.opts["landmarks_source"] == "learned":
+            y = learned_attention(q.to(work), k.to(work), v.to(work), self.landmark_q.to(work),
+                                  self.landmark_k.to(work), self.opts["pinv_iterations"],
+                                  self.opts["chunk"])
+        else:
+            y = self._segments(q, k, v, work)
+        if self.conv is not None:
+            kernel = self.conv.shape[2]
+            padded = F.pad(v.to(work), (0, 0, kernel - 1, 0))  # left only: causal
+            y = y + F.conv2d(padded, self.conv.to(work), groups=self.n_head)
+        return y.to(q.dtype)
+
+    def _segments(self, q: Tensor, k: Tensor, v: Tensor, work: torch.dtype) -> Tensor:
+        B, H, T, hs = q.shape
         s = math.ceil(T / min(self.opts["landmarks"], T))
         qb, kb, vb = (to_blocks(t.to(work).reshape(B * H, T, hs), s) for t in (q, k, v))
         scale = hs**-0.5
@@ -132,9 +269,4 @@ class NystromAttention(Attention):
                     qb[heads, blocks], kb[heads, blocks], vb[heads, blocks], kl[heads],
                     vhat[:, blocks], local_mask, summary_mask[blocks], scale,
                 )
-        y = out.view(B, H, m * s, hs)[:, :, :T]
-        if self.conv is not None:
-            kernel = self.conv.shape[2]
-            padded = F.pad(v.to(work), (0, 0, kernel - 1, 0))  # left only: causal
-            y = y + F.conv2d(padded, self.conv.to(work), groups=H)
-        return y.to(q.dtype)
+        return out.view(B, H, m * s, hs)[:, :, :T]
