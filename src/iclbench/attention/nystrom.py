@@ -113,57 +113,66 @@ def _earlier(rows: int, cols: int, device: torch.device) -> Tensor:
     return torch.arange(cols, device=device)[None, :] < torch.arange(rows, device=device)[:, None]
 
 
-LearnedState = tuple[Tensor, Tensor, Tensor]
+LearnedState = tuple[Tensor, Tensor]
 
 
-def learned_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Tensor,
-                 state: LearnedState | None, causal: Tensor) -> tuple[Tensor, LearnedState]:
+def _masked_exp(x: Tensor, mask: Tensor) -> Tensor:
+    """``exp(min(x, 0)) * mask`` for a fresh tensor ``x`` (overwritten); in place unless autograd
+    needs exp's output (training), so that inference holds one such tensor, not two."""
+    x = x.clamp_max_(0.0)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x.exp() * mask
+    return x.exp_().mul_(mask)
+
+
+def learned_span(q: Tensor, k: Tensor, v: Tensor, v1: Tensor, ql: Tensor, kl: Tensor, z: Tensor,
+                 state: LearnedState | None, causal: Tensor, before: Tensor
+                 ) -> tuple[Tensor, LearnedState]:
     """Design (b) on one span of ``K`` consecutive chunks of ``C`` positions each.
 
-    q, k, v: (b, H, K, C, hs); ql, kl: (H, m, hs) learned landmarks with ``ql`` already scaled by
-    1/sqrt(hs) (and ``kl`` unscaled); z: (H, m, m) ``pinv(softmax(ql kl^T))``. ``state`` carries,
-    per (b, H, landmark), the running max ``mx`` of the landmark's logits over every earlier
-    position and the numerator (..., hs) and denominator of its softmax-weighted sum of values,
-    both relative to ``exp(mx)``; ``None`` before the first span. Returns the span's outputs
-    (b, H, K, C, hs) and the state after it.
+    q, k, v: (b, H, K, C, hs); v1: v with a column of ones appended (b, H, K, C, hs + 1), so that
+    one product gives a softmax's numerator and denominator; ql, kl: (H, m, hs) learned landmarks,
+    both already scaled by 1/sqrt(hs); z: (H, m, m) ``pinv(softmax(ql kl^T))``; causal (C, C, 1):
+    1.0 where ``j <= i``, else 0.0; before (K + 1, K, 1): 1.0 where chunk ``c' < c``. ``state``
+    carries, per (b, H, landmark), the running max ``mx`` of the landmark's logits over every
+    earlier position and ``acc`` (..., hs + 1), the numerator and denominator of its softmax over
+    those positions, relative to ``exp(mx)``; ``None`` before the first span. Returns the span's
+    outputs (b, H, K, C, hs) and the state after it.
+
+    Every weight is ``exp(logit - max)`` with the max taken over positions that the reader may
+    see, so it is <= 1 (no overflow) and reads nothing later. Masked weights (a later key inside a
+    chunk, a later chunk) have their exponent clamped to 0 and are then multiplied by an exact 0
+    (faster than masking with -inf before exp, and as exact).
     """
     b, H, K, C, hs = q.shape
     m = ql.shape[1]
-    dev = q.device
-    s = (k.reshape(b, H, K * C, hs) @ ql.transpose(-1, -2)[None])  # (b, H, KC, m): ql_l . k_j
+    s = k.reshape(b, H, K * C, hs) @ ql.transpose(-1, -2)[None]  # (b, H, KC, m): ql_l . k_j
     if state is None:  # position 0's own logit: every position sees it
-        state = (s[:, :, 0], s.new_zeros(b, H, m, hs), s.new_zeros(b, H, m))
-    mx, num0, den0 = state
+        state = (s[:, :, 0], s.new_zeros(b, H, m, hs + 1))
+    mx, acc0 = state
     # causal running max M_il = max_{j <= i} s_jl (including every earlier span)
     run = torch.maximum(s.cummax(dim=2).values, mx[:, :, None]).view(b, H, K, C, m)
     s = s.view(b, H, K, C, m)
     end = run[:, :, :, -1]  # (b, H, K, m): running max at each chunk's last position
     start = torch.cat((mx[:, :, None], end), dim=2)  # (b, H, K + 1, m): max before chunk c
-    # each chunk's own weighted sums relative to its end max (weights <= 1)
-    e = (s - end[:, :, :, None]).exp()
-    u_num = e.transpose(-1, -2) @ v  # (b, H, K, m, hs)
-    u_den = e.sum(dim=3)  # (b, H, K, m)
-    del e
-    # carried sums entering chunk c = 0..K: chunks c' < c rescaled to start[c], plus the state
-    before = _earlier(K + 1, K, dev)[:, :, None]  # (K + 1, K, 1)
-    d = torch.where(before, end[:, :, None] - start[:, :, :, None], float("-inf")).exp()
-    d = d.permute(0, 1, 4, 2, 3)  # (b, H, m, K + 1, K)
-    keep = (mx[:, :, None] - start).exp()  # (b, H, K + 1, m), <= 1
-    c_num = (d @ u_num.transpose(2, 3)).transpose(2, 3) + keep[..., None] * num0[:, :, None]
-    c_den = (d @ u_den.transpose(2, 3)[..., None]).squeeze(-1).transpose(2, 3) \
-        + keep * den0[:, :, None]  # (b, H, K + 1, m)
-    del d
-    # inside a chunk: exact masked weights exp(s_jl - M_il) [j <= i], shape (b, H, K, i, j, m)
-    w = (s[:, :, :, None] - run[:, :, :, :, None]).masked_fill_(~causal, float("-inf")).exp_()
-    decay = (start[:, :, :K, None] - run).exp()  # (b, H, K, C, m): carried sums -> M_il
-    den = w.sum(dim=4) + decay * c_den[:, :, :K, None]  # >= 1: the max term contributes 1
+    # each chunk's own sums relative to its end max
+    u = (s - end[:, :, :, None]).exp_().transpose(-1, -2) @ v1  # (b, H, K, m, hs + 1)
+    # sums entering chunk c = 0..K: chunks c' < c rescaled to start[c], plus the carried state
+    d = _masked_exp(end[:, :, None] - start[:, :, :, None], before)
+    acc = (d.permute(0, 1, 4, 2, 3) @ u.transpose(2, 3)).transpose(2, 3)  # (b, H, K + 1, m, hs+1)
+    acc = acc + (mx[:, :, None] - start).exp_()[..., None] * acc0[:, :, None]
+    del d, u
+    # inside a chunk: exp(s_jl - M_il) [j <= i], shape (b, H, K, i, j, m)
+    w = _masked_exp(s[:, :, :, None] - run[:, :, :, :, None], causal)
+    decay = (start[:, :, :K, None] - run).exp_()  # (b, H, K, C, m): carried sums -> M_il
+    den = w.sum(dim=4).addcmul_(decay, acc[:, :, :K, None, :, hs])  # >= 1: the max term is 1
     # right to left: (softmax(q kl^T) z) once per position, then divided by the normaliser
-    f = torch.softmax(q.reshape(b, H, K * C, hs) @ (kl.transpose(-1, -2) * hs**-0.5)[None], -1)
-    g = (f @ z[None]).view(b, H, K, C, m) / den
+    f = torch.softmax(q.reshape(b, H, K * C, hs) @ kl.transpose(-1, -2)[None], dim=-1)
+    g = (f @ z[None]).view(b, H, K, C, m).div_(den)
     p = (w @ g[..., None]).squeeze(-1)  # (b, H, K, i, j): sum_l g_il w_ijl
     del w
-    y = p @ v + (g * decay) @ c_num[:, :, :K]
-    return y, (start[:, :, K], c_num[:, :, K], c_den[:, :, K])
+    y = (p @ v).add_((g * decay) @ acc[:, :, :K, :, :hs])
+    return y, (start[:, :, K], acc[:, :, K])
 
 
 def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, iterations: int,
@@ -181,16 +190,25 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     nc = math.ceil(T / C)
     qb, kb, vb = (to_blocks(t.reshape(Bsz * H, T, hs), C).view(Bsz, H, nc, C, hs)
                   for t in (q, k, v))
-    qls = ql * hs**-0.5
-    z = iterative_pinv(torch.softmax(qls @ kl.transpose(-1, -2), dim=-1), iterations)
+    scale = hs**-0.5
+    ql = ql * scale
+    z = iterative_pinv(torch.softmax(ql @ kl.transpose(-1, -2), dim=-1), iterations)
+    kl = kl * scale  # for the queries' logits
     out = qb.new_empty(Bsz, H, nc, C, hs)
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()[:, :, None]
+    causal = torch.ones(C, C, dtype=q.dtype, device=q.device).tril()[:, :, None]
     for rows in chunks(Bsz, nc * H * C * C * m, _blocks.WORK_ELEMENTS // 4):
         state: LearnedState | None = None
         n = len(range(*rows.indices(Bsz)))
-        for span in learned_spans(nc, n * H * C * C * m):
+        spans = learned_spans(nc, n * H * C * C * m)
+        span_chunks = spans[0].stop - spans[0].start
+        before = _earlier(span_chunks + 1, span_chunks, q.device).to(q.dtype)[:, :, None]
+        for span in spans:
+            K = span.stop - span.start
+            v = vb[rows, :, span]
+            v1 = torch.cat((v, v.new_ones(*v.shape[:-1], 1)), dim=-1)
             out[rows, :, span], state = learned_span(
-                qb[rows, :, span], kb[rows, :, span], vb[rows, :, span], qls, kl, z, state, causal)
+                qb[rows, :, span], kb[rows, :, span], v, v1, ql, kl, z, state, causal,
+                before[: K + 1, :K])
     return out.view(Bsz, H, nc * C, hs)[:, :, :T]
 
 
