@@ -1,9 +1,13 @@
-"""Causal Nystrom attention (Xiong et al. 2021, "Nystromformer", eqs. 13-16), design (a) of SPEC 5.
+"""Causal Nystrom attention (Xiong et al. 2021, "Nystromformer", eqs. 13-16), designs (a) and (b)
+of SPEC 5, chosen by ``landmarks_source``.
 
 Nystromformer approximates ``softmax(Q K^T) V`` by ``softmax(Q Kl^T) pinv(softmax(Ql Kl^T))
 softmax(Ql K^T) V`` with landmarks ``Ql, Kl`` = segment means of Q and K. Segment means read future
-tokens, so the published method is not causal. Here the sequence is cut into ``landmarks`` segments
-of ``s = ceil(T / landmarks)`` tokens and query ``i`` in segment ``c`` combines
+tokens, so the published method is not causal. Two causal designs (m = ``landmarks``, hs = head
+size, all logits scaled by 1/sqrt(hs)):
+
+**(a) ``landmarks_source: segments``** (the default). The sequence is cut into m segments of
+``s = ceil(T / m)`` tokens and query ``i`` in segment ``c`` combines
 
 - exact causal attention to the keys of its own segment at positions ``<= i``, and
 - the ordinary (non-causal) Nystrom approximation of its attention to the *completed* prefix,
@@ -16,20 +20,46 @@ of ``s = ceil(T / landmarks)`` tokens and query ``i`` in segment ``c`` combines
 
 A causal design needs one pseudo-inverse per prefix: a single pseudo-inverse of all landmarks
 would mix later segments into earlier ones (``Z_0`` and its norms already read every landmark).
-
 The two parts share one softmax normaliser: the prefix's softmax mass is estimated from the
-landmarks, ``s * sum_{r<c} exp(q_i . Kl_r / sqrt(hs))`` (each completed segment's ``s`` keys stand
-in by their mean). Everything query ``i`` reads lies in segments ``<= c`` and, within segment ``c``,
-at positions ``<= i``: the layer is causal. Optional depthwise convolution skip on V
-(``conv_kernel > 0``, Nystromformer's residual conv) is left-padded, so it reads ``v_{i-k+1..i}``
-only; its weights start at zero, so swapping the variant into a softmax model is unaffected by it.
+landmarks, ``s * sum_{r<c} exp(q_i . Kl_r)`` (each completed segment's ``s`` keys stand in by their
+mean). Everything query ``i`` reads lies in segments ``<= c`` and, within segment ``c``, at
+positions ``<= i``: the layer is causal. Its landmarks are computed from Q and K, so (a) can be
+swapped into a softmax-trained model (``swapped:``). Exact limits: one segment (m = 1) is exact
+causal softmax; one token per segment (m >= T) is exact once the pseudo-inverse has converged.
+Cost: O(T (s + m) hs) for the attention and O(m^4) for the m per-prefix pseudo-inverses
+(independent of T). The landmark part is linear in T for a fixed m, but the exact in-segment part
+is T s = T^2 / m: (a) is quadratic in T for a fixed m (T sqrt(T) with m ~ sqrt(T)).
 
-Exact limits: one segment (``landmarks = 1``) is exact causal softmax; one token per segment
-(``landmarks >= T``) is exact once the pseudo-inverse has converged. Cost: O(T (s + m) hs) for
-the attention and O(m^4) for the m per-prefix pseudo-inverses (m = landmarks; independent of T);
-the T x T matrix is never formed. The landmark part is linear in T for a fixed m; the exact
-in-segment part is T s = T^2 / m, so choose m ~ sqrt(T) at long contexts. Works in (at least)
-float32 inside, returns the input dtype.
+**(b) ``landmarks_source: learned``**: input-independent landmarks ``Ql, Kl`` (m x hs per head,
+parameters of the module, trained with the model; N(0, 0.02) like the model's other weights, drawn
+from the model's seeded generator by ``Decoder``). Query ``i`` gets
+
+    y_i = softmax(q_i Kl^T) pinv(softmax(Ql Kl^T)) B_i,
+    B_i[l] = sum_{j <= i} softmax_j(ql_l . k_j) v_j   (normalised over the visible keys j <= i),
+
+i.e. Nystromformer's formula with each landmark's attention over the keys restricted to the
+prefix. ``pinv`` is the same iteration, once per head (the landmarks do not depend on the input, so
+one pseudo-inverse serves every position). ``B`` is computed causally and exactly in chunks of
+``C = min(chunk, T)`` positions (the last zero-padded; padded keys come after every real query):
+inside a chunk with the masked weights ``exp(s_jl - M_il) [j <= i]``, where ``s_jl = ql_l . k_j``
+and ``M_il`` is the running max of ``s_.l`` over positions ``<= i`` (cummax), plus the sums of
+the earlier chunks carried as (max, numerator, denominator) and rescaled to ``M_il``. Every
+exponent is <= 0 and reads nothing after ``i``, so a later token never changes an earlier output,
+not even by rounding. Evaluated right to left: ``softmax(q_i Kl^T) pinv`` once per position (an
+m-vector), then its contraction with ``B_i``, which is never formed: the within-chunk part is
+``sum_j (sum_l g_il w_ijl) v_j``. Cost O(T (C + m) (m + hs) + m^3) per head: linear in T for fixed
+m and C (one m x m pseudo-inverse); memory O(C m + m hs) per position of a span, spans sized to a
+fixed budget (:func:`learned_spans`); the T x T matrix is never formed. The output at ``i`` does not
+depend on T. (b) has **no exact-softmax limit**: query i's weight on key j is a combination of
+the m fixed functions ``exp(ql_l . k_j)`` of the key, while exact softmax's ``exp(q_i . k_j)``
+ranges, over queries, through infinitely many functions of the key; no option makes (b) exact (the
+tests compare it with a dense evaluation of its own formula instead). A softmax model has no
+landmarks to swap in, so ``swapped:`` rejects (b) (:meth:`NystromAttention.check_swap`).
+
+Both: optional depthwise convolution skip on V (``conv_kernel > 0``, Nystromformer's residual
+conv), left-padded so that it reads ``v_{i-k+1..i}`` only; zero when swapped into a softmax
+model (so it changes nothing there), drawn with the other weights in a trained model. Work in (at
+least) float32 inside, return the input dtype.
 """
 
 from __future__ import annotations
