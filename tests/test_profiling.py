@@ -105,14 +105,15 @@ def nystrom_learned_core(T: int, Bsz: int, H: int, hs: int, o: dict) -> int:
     Per head, once: ``Ql Kl^T`` (m^2 hs) and its pseudo-inverse. Per (padded) position: its key
     against the landmarks (m hs), its share of the chunk's landmark sums ``e^T [V, 1]`` (numerator
     and denominator, m (hs + 1)), its query against the landmarks (m hs) times ``pinv`` (m^2), the
-    within-chunk contraction over landmarks (C m) and PV (C hs), and the carried numerators read
-    by the position (m hs). Per span of K chunks: the carried numerators and denominators of K + 1
-    chunk starts from K chunk sums (m (K + 1) K (hs + 1)).
+    within-chunk PV (C hs), and the carried numerators read by the position (m hs). Per span of K
+    chunks: the carried numerators and denominators of K + 1 chunk starts from K chunk sums
+    (m (K + 1) K (hs + 1)). Not matrix products, so not counted (the convention): the within-chunk
+    weights, their sums over keys and their contraction over landmarks (C m each per position).
     """
     m, C = o["landmarks"], min(o["chunk"], T)
     nc = math.ceil(T / C)
     once = H * (m * m * hs + pinv_macs(m, o["pinv_iterations"]))
-    per_position = 4 * m * hs + m + m * m + C * m + C * hs
+    per_position = 4 * m * hs + m + m * m + C * hs
     carry = sum(b * H * m * (k + 1) * k * (hs + 1)
                 for b, k in learned_spans(Bsz, H, nc, H * C * C * m))
     return 2 * (once + Bsz * H * nc * C * per_position + carry) + conv_flops(T, Bsz * H, hs, o)

@@ -150,9 +150,13 @@ def _masked_exp(x: Tensor, mask: Tensor) -> Tensor:
     """``exp(min(x, 0)) * mask`` for a fresh tensor ``x`` (overwritten); in place unless autograd
     needs exp's output (training), so that inference holds one such tensor, not two."""
     x = x.clamp_max_(0.0)
-    if torch.is_grad_enabled() and x.requires_grad:
+    if _autograd(x):
         return x.exp() * mask
     return x.exp_().mul_(mask)
+
+
+def _autograd(x: Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 def learned_span(q: Tensor, k: Tensor, v: Tensor, v1: Tensor, ql: Tensor, kl: Tensor, z: Tensor,
@@ -162,7 +166,7 @@ def learned_span(q: Tensor, k: Tensor, v: Tensor, v1: Tensor, ql: Tensor, kl: Te
 
     q, k, v: (b, H, K, C, hs); v1: v with a column of ones appended (b, H, K, C, hs + 1), so that
     one product gives a softmax's numerator and denominator; ql, kl: (H, m, hs) learned landmarks,
-    both already scaled by 1/sqrt(hs); z: (H, m, m) ``pinv(softmax(ql kl^T))``; causal (C, C, 1):
+    both already scaled by 1/sqrt(hs); z: (H, m, m) ``pinv(softmax(ql kl^T))``; causal (C, 1, C):
     1.0 where ``j <= i``, else 0.0; before (K + 1, K, 1): 1.0 where chunk ``c' < c``. ``state``
     carries, per (b, H, landmark), the running max ``mx`` of the landmark's logits over every
     earlier position and ``acc`` (..., hs + 1), the numerator and denominator of its softmax over
@@ -192,14 +196,18 @@ def learned_span(q: Tensor, k: Tensor, v: Tensor, v1: Tensor, ql: Tensor, kl: Te
     acc = (d.permute(0, 1, 4, 2, 3) @ u.transpose(2, 3)).transpose(2, 3)  # (b, H, K + 1, m, hs+1)
     acc = acc + (mx[:, :, None] - start).exp_()[..., None] * acc0[:, :, None]
     del d, u
-    # inside a chunk: exp(s_jl - M_il) [j <= i], shape (b, H, K, i, j, m)
-    w = _masked_exp(s[:, :, :, None] - run[:, :, :, :, None], causal)
+    # inside a chunk: exp(s_jl - M_il) [j <= i], shape (b, H, K, i, l, j): the key index j
+    # innermost, so that the subtraction broadcasts M_il along it and sums over j are contiguous
+    keys = s.transpose(-1, -2).contiguous()  # (b, H, K, m, C)
+    w = _masked_exp(keys[:, :, :, None] - run[..., None], causal)
     decay = (start[:, :, :K, None] - run).exp_()  # (b, H, K, C, m): carried sums -> M_il
-    den = w.sum(dim=4).addcmul_(decay, acc[:, :, :K, None, :, hs])  # >= 1: the max term is 1
+    den = w.sum(dim=-1).addcmul_(decay, acc[:, :, :K, None, :, hs])  # >= 1: the max term is 1
     # right to left: (softmax(q kl^T) z) once per position, then divided by the normaliser
     f = torch.softmax(q.reshape(b, H, K * C, hs) @ kl.transpose(-1, -2)[None], dim=-1)
     g = (f @ z[None]).view(b, H, K, C, m).div_(den)
-    p = (w @ g[..., None]).squeeze(-1)  # (b, H, K, i, j): sum_l g_il w_ijl
+    # p_ij = sum_l g_il w_ilj, elementwise (C m per position: as fast as the tiny batched matrix
+    # products it would take, and in place at inference)
+    p = (w * g[..., None] if _autograd(w) else w.mul_(g[..., None])).sum(dim=-2)
     del w
     y = (p @ v).add_((g * decay) @ acc[:, :, :K, :, :hs])
     return y, (start[:, :, K], acc[:, :, K])
@@ -225,7 +233,7 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     z = iterative_pinv(torch.softmax(ql @ kl.transpose(-1, -2), dim=-1), iterations)
     kl = kl * scale  # for the queries' logits
     out = qb.new_empty(Bsz, H, nc, C, hs)
-    causal = torch.ones(C, C, dtype=q.dtype, device=q.device).tril()[:, :, None]
+    causal = torch.ones(C, C, dtype=q.dtype, device=q.device).tril()[:, None]
     for rows in chunks(Bsz, nc * H * C * C * m, _blocks.WORK_ELEMENTS // 4):
         state: LearnedState | None = None
         n = len(range(*rows.indices(Bsz)))
