@@ -22,7 +22,7 @@ APPROX = [n for n in VARIANTS if ATTENTION.get(n).approximates_softmax and n != 
 #: variants that must never form a T x T tensor
 SUBQUADRATIC = ["nystrom", "combiner"]
 #: extra option sets that exercise block structure at the short test lengths
-#: nystrom design (b): chunks that divide none of the lengths, and the default chunk (32)
+#: nystrom design (b): chunks that divide none of the lengths, and the default chunk (16)
 LEARNED = [{"landmarks_source": "learned", "landmarks": 4, "chunk": 4},
            {"landmarks_source": "learned", "landmarks": 3, "chunk": 5, "conv_kernel": 3},
            {"landmarks_source": "learned", "landmarks": 6}]

@@ -256,7 +256,7 @@ SOURCES = ("segments", "learned")
 @ATTENTION.register("nystrom")
 class NystromAttention(Attention):
     options = {"landmarks": 8, "pinv_iterations": 6, "conv_kernel": 0,
-               "landmarks_source": "segments", "chunk": 32}
+               "landmarks_source": "segments", "chunk": 16}
     approximates_softmax = True
 
     def __init__(self, n_head: int, head_dim: int, **options: object) -> None:
