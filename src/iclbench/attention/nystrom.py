@@ -155,13 +155,26 @@ def _masked_exp(x: Tensor, mask: Tensor) -> Tensor:
     return x.exp_().mul_(mask)
 
 
+def _difference(a: Tensor, b: Tensor, buffer: Tensor | None) -> Tensor:
+    """``a - b`` (broadcast), written into ``buffer`` (flat, large enough) when one is given.
+
+    At inference one buffer serves every span: a span's within-chunk weights are the only large
+    intermediate, and a fresh allocation of that size per span costs page faults (the CPU
+    allocator returns large blocks to the system) that take as long as the arithmetic.
+    """
+    if buffer is None:
+        return a - b
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    return torch.sub(a, b, out=buffer[: math.prod(shape)].view(shape))
+
+
 def _autograd(x: Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
 def learned_span(q: Tensor, k: Tensor, v: Tensor, v1: Tensor, ql: Tensor, kl: Tensor, z: Tensor,
-                 state: LearnedState | None, causal: Tensor, before: Tensor
-                 ) -> tuple[Tensor, LearnedState]:
+                 state: LearnedState | None, causal: Tensor, before: Tensor,
+                 buffer: Tensor | None = None) -> tuple[Tensor, LearnedState]:
     """Design (b) on one span of ``K`` consecutive chunks of ``C`` positions each.
 
     q, k, v: (b, H, K, C, hs); v1: v with a column of ones appended (b, H, K, C, hs + 1), so that
@@ -171,7 +184,8 @@ def learned_span(q: Tensor, k: Tensor, v: Tensor, v1: Tensor, ql: Tensor, kl: Te
     carries, per (b, H, landmark), the running max ``mx`` of the landmark's logits over every
     earlier position and ``acc`` (..., hs + 1), the numerator and denominator of its softmax over
     those positions, relative to ``exp(mx)``; ``None`` before the first span. Returns the span's
-    outputs (b, H, K, C, hs) and the state after it.
+    outputs (b, H, K, C, hs) and the state after it. ``buffer``: see :func:`_difference` (only
+    without autograd).
 
     Every weight is ``exp(logit - max)`` with the max taken over positions that the reader may
     see, so it is <= 1 (no overflow) and reads nothing later. Masked weights (a later key inside a
@@ -199,7 +213,7 @@ def learned_span(q: Tensor, k: Tensor, v: Tensor, v1: Tensor, ql: Tensor, kl: Te
     # inside a chunk: exp(s_jl - M_il) [j <= i], shape (b, H, K, i, l, j): the key index j
     # innermost, so that the subtraction broadcasts M_il along it and sums over j are contiguous
     keys = s.transpose(-1, -2).contiguous()  # (b, H, K, m, C)
-    w = _masked_exp(keys[:, :, :, None] - run[..., None], causal)
+    w = _masked_exp(_difference(keys[:, :, :, None], run[..., None], buffer), causal)
     decay = (start[:, :, :K, None] - run).exp_()  # (b, H, K, C, m): carried sums -> M_il
     den = w.sum(dim=-1).addcmul_(decay, acc[:, :, :K, None, :, hs])  # >= 1: the max term is 1
     # right to left: (softmax(q kl^T) z) once per position, then divided by the normaliser
@@ -240,13 +254,15 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
         spans = learned_spans(nc, n * H * C * C * m)
         span_chunks = spans[0].stop - spans[0].start
         before = _earlier(span_chunks + 1, span_chunks, q.device).to(q.dtype)[:, :, None]
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, ql, kl))
+        buffer = None if grad else q.new_empty(n * H * span_chunks * C * C * m)
         for span in spans:
             K = span.stop - span.start
             v = vb[rows, :, span]
             v1 = torch.cat((v, v.new_ones(*v.shape[:-1], 1)), dim=-1)
             out[rows, :, span], state = learned_span(
                 qb[rows, :, span], kb[rows, :, span], v, v1, ql, kl, z, state, causal,
-                before[: K + 1, :K])
+                before[: K + 1, :K], buffer)
     return out.view(Bsz, H, nc * C, hs)[:, :, :T]
 
 
