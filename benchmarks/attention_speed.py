@@ -1,5 +1,6 @@
-"""Latency and peak memory of one causal attention core at long context: nystrom and combiner vs
-exact softmax (``scaled_dot_product_attention(is_causal=True)``).
+"""Latency and peak memory of one causal attention core at long context: nystrom (both designs:
+segment landmarks and learned landmarks) and combiner vs exact softmax
+(``scaled_dot_product_attention(is_causal=True)``).
 
 What is timed: the forward of the attention *core* only (``core(q, k, v)`` on per-head q, k, v of
 shape (B, nh, T, hs)), without the q/k/v and output projections, which are the same linear layers
@@ -11,6 +12,11 @@ before the call; inputs are not counted, the output is. No autograd (``torch.inf
 
     .venv/bin/python benchmarks/attention_speed.py            # T = 4096, batch 1, 2 threads
     .venv/bin/python benchmarks/attention_speed.py --tokens 2048 8192 --landmarks 32
+
+The last lines repeat each variant's speed-up (softmax latency / variant latency) and memory ratio
+(variant peak / softmax peak) at each length. Issue 3's bar for learned-landmark nystrom at T = 4096
+(batch 1, 2 threads): speed-up >= 4 and memory ratio < 1. Time it on an otherwise idle machine:
+other processes on the same cores distort every small op of a chunked variant.
 """
 
 from __future__ import annotations
@@ -20,12 +26,20 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+import yaml
 from torch.profiler import ProfilerActivity, profile
 from torch.utils import benchmark
 
 from iclbench.attention import _blocks, build_attention
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+_TRAINED = yaml.safe_load(CONFIG.read_text())["variants"].get("nystrom") or {}
+#: learned-landmark options: the default config's trained nystrom where it uses them
+LEARNED = (_TRAINED if _TRAINED.get("landmarks_source") == "learned"
+           else {"landmarks": 8, "chunk": 16})
 
 
 def peak_bytes(fn: Callable[[], object]) -> int:
@@ -51,7 +65,11 @@ def main() -> None:
     ap.add_argument("--n-embd", type=int, default=256)
     ap.add_argument("--n-head", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--landmarks", type=int, default=64)
+    ap.add_argument("--landmarks", type=int, default=64, help="nystrom, segment landmarks")
+    ap.add_argument("--learned-landmarks", type=int, default=LEARNED["landmarks"],
+                    help="nystrom, learned landmarks (default: config/config.yaml's)")
+    ap.add_argument("--chunk", type=int, default=LEARNED["chunk"],
+                    help="nystrom, learned landmarks: chunk (default: config/config.yaml's)")
     ap.add_argument("--block-size", type=int, default=None, help="combiner; default ~sqrt(T)")
     ap.add_argument("--with-projections", action="store_true")
     ap.add_argument("--work-elements", type=int, default=None,
@@ -62,19 +80,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.work_elements:
         _blocks.WORK_ELEMENTS = args.work_elements
-    variants = {"softmax": {}, "nystrom": {"landmarks": args.landmarks},
-                "combiner": {"block_size": args.block_size}}
+    variants = [("softmax", "softmax", {}),
+                ("nystrom", "nystrom", {"landmarks": args.landmarks}),
+                ("nystrom-l", "nystrom", {"landmarks_source": "learned",
+                                          "landmarks": args.learned_landmarks,
+                                          "chunk": args.chunk}),
+                ("combiner", "combiner", {"block_size": args.block_size})]
     hs = args.n_embd // args.n_head
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, float32, "
           f"batch {args.batch}, {args.n_head} heads x {hs}, chunks of {_blocks.WORK_ELEMENTS} "
           f"logits, "
           f"{'attention sublayer (projections + core)' if args.with_projections else 'core only'}")
-    print(f"{'T':>6} {'variant':>9} {'options':>22} {'median ms':>10} {'IQR ms':>8} "
-          f"{'peak MiB':>9} {'speed-up':>9} {'mem ratio':>9}")
+    print(f"{'T':>6} {'variant':>9} {'median ms':>10} {'IQR ms':>8} {'peak MiB':>9} "
+          f"{'speed-up':>9} {'mem ratio':>9}  options")
+    summary = []
     gen = torch.Generator().manual_seed(0)
     for T in args.tokens:
         base: tuple[float, int] | None = None
-        for name, opts in variants.items():
+        for label, name, opts in variants:
             if args.with_projections:
                 from iclbench.model import ModelSpec, SelfAttention
 
@@ -91,13 +114,17 @@ def main() -> None:
             with torch.inference_mode():
                 fn()  # warm-up
                 m = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=args.threads,
-                                    label=name).blocked_autorange(min_run_time=args.min_run_time)
+                                    label=label).blocked_autorange(min_run_time=args.min_run_time)
                 peak = peak_bytes(fn)
             if base is None:
                 base = (m.median, peak)
-            print(f"{T:>6} {name:>9} {json.dumps(opts):>22} {m.median * 1e3:>10.1f} "
-                  f"{m.iqr * 1e3:>8.1f} {peak / 2**20:>9.2f} {base[0] / m.median:>8.2f}x "
-                  f"{peak / base[1]:>9.2f}")
+            print(f"{T:>6} {label:>9} {m.median * 1e3:>10.1f} {m.iqr * 1e3:>8.1f} "
+                  f"{peak / 2**20:>9.2f} {base[0] / m.median:>8.2f}x {peak / base[1]:>9.2f}  "
+                  f"{json.dumps(opts)}", flush=True)
+            if name != "softmax":
+                summary.append(f"T = {T}: {label} {base[0] / m.median:.2f}x as fast as softmax, "
+                               f"{peak / base[1]:.2f}x its peak memory")
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":

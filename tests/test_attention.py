@@ -22,7 +22,12 @@ APPROX = [n for n in VARIANTS if ATTENTION.get(n).approximates_softmax and n != 
 #: variants that must never form a T x T tensor
 SUBQUADRATIC = ["nystrom", "combiner"]
 #: extra option sets that exercise block structure at the short test lengths
-EXTRA = {"nystrom": [{"landmarks": 3, "conv_kernel": 3}, {"landmarks": 5, "pinv_iterations": 2}],
+#: nystrom design (b): chunks that divide none of the lengths, and the default chunk (16)
+LEARNED = [{"landmarks_source": "learned", "landmarks": 4, "chunk": 4},
+           {"landmarks_source": "learned", "landmarks": 3, "chunk": 5, "conv_kernel": 3},
+           {"landmarks_source": "learned", "landmarks": 6}]
+EXTRA = {"nystrom": [{"landmarks": 3, "conv_kernel": 3}, {"landmarks": 5, "pinv_iterations": 2},
+                     *LEARNED],
          "combiner": [{"block_size": 4}, {"block_size": 6}]}
 CASES = [(n, {}) for n in VARIANTS] + [(n, o) for n, opts in EXTRA.items() for o in opts]
 IDS = [f"{n}-{o}" if o else n for n, o in CASES]
@@ -143,7 +148,9 @@ def test_shape_dtype_backward_determinism(name: str, opts: dict[str, Any],
     for t in (q, k, v, *core.parameters()):
         assert t.grad is not None and torch.isfinite(t.grad).all()
     if dtype == torch.bfloat16:  # bfloat16 follows float32 to bfloat16 precision
-        ref = build_attention(name, H, HS, opts)(*(t.detach().float() for t in (q, k, v)))
+        ref_core = build_attention(name, H, HS, opts)
+        ref_core.load_state_dict({n: t.float() for n, t in core.state_dict().items()})
+        ref = ref_core(*(t.detach().float() for t in (q, k, v)))
         torch.testing.assert_close(out.detach().float(), ref, rtol=0.05, atol=0.05)
 
 
@@ -185,6 +192,103 @@ def test_nystrom_one_token_per_segment_is_exact_once_pinv_converges() -> None:
     torch.testing.assert_close(out, exact(q, k, v), rtol=0, atol=1e-4)
     few = build_attention("nystrom", H, HS, {"landmarks": 16, "pinv_iterations": 3})(q, k, v)
     assert rel_err(few, exact(q, k, v)) > 1e-3  # the iterations matter
+
+
+def learned_core(opts: dict[str, Any], seed: int = 0, head_dim: int = HS) -> torch.nn.Module:
+    """A design-(b) nystrom core with N(0, 1) landmarks: far apart, so the landmark matrix is
+    well conditioned and every term of the formula matters (a model's init starts them at 0.02)."""
+    core = build_attention("nystrom", H, head_dim, {"landmarks_source": "learned", **opts})
+    g = generator(seed, "landmarks")
+    with torch.no_grad():
+        for p in (core.landmark_q, core.landmark_k):
+            p.copy_(torch.randn(p.shape, generator=g))
+    return core
+
+
+def dense_learned(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ql: torch.Tensor,
+                  kl: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Design (b) written out densely: for every landmark l the causal T x T softmax of
+    ``ql_l . k_j / sqrt(hs)`` over j <= i gives ``B_i[l]``; ``y_i = softmax(q_i Kl^T / sqrt(hs))
+    pinv(softmax(Ql Kl^T / sqrt(hs))) B_i``."""
+    from iclbench.attention.nystrom import iterative_pinv
+
+    T, scale = q.shape[2], q.shape[-1] ** -0.5
+    logits = (ql * scale) @ k.transpose(-1, -2)  # (B, H, m, T): landmark l against key j
+    visible = torch.ones(T, T, dtype=torch.bool).tril()  # [i, j]: j <= i
+    weights = torch.softmax(logits[:, :, :, None, :].masked_fill(~visible, float("-inf")), -1)
+    b = weights @ v[:, :, None]  # (B, H, m, T, hs): B_i[l]
+    f = torch.softmax(q @ kl.transpose(-1, -2) * scale, -1)  # (B, H, T, m)
+    z = iterative_pinv(torch.softmax((ql * scale) @ kl.transpose(-1, -2), -1), iterations)
+    return torch.einsum("bhtl,hlr,bhrtd->bhtd", f, z, b)
+
+
+@pytest.mark.parametrize("T", [1, 7, 32, 45, 70])
+@pytest.mark.parametrize("opts", [{"landmarks": 5, "chunk": 1}, {"landmarks": 4, "chunk": 6},
+                                  {"landmarks": 8, "chunk": 32, "pinv_iterations": 3}])
+def test_nystrom_learned_matches_dense_formula(opts: dict[str, Any], T: int) -> None:
+    """The chunked, causal evaluation (carried max, numerator and denominator) is the formula."""
+    core = learned_core(opts)
+    q, k, v = (2 * t for t in qkv(T))
+    with torch.no_grad():
+        out = core(q, k, v)
+    ref = dense_learned(q, k, v, core.landmark_q.detach(), core.landmark_k.detach(),
+                        opts.get("pinv_iterations", 6))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_nystrom_learned_spans_carry_state_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny work budget cuts the sequence into many spans (and the batch into single rows):
+    the carried state gives the same outputs as one span."""
+    from iclbench.attention import _blocks
+
+    core = learned_core({"landmarks": 4, "chunk": 3})
+    q, k, v = qkv(50)
+    with torch.no_grad():
+        whole = core(q, k, v)
+        monkeypatch.setattr(_blocks, "WORK_ELEMENTS", 4 * H * 9 * 4)  # one chunk per span
+        torch.testing.assert_close(core(q, k, v), whole, rtol=1e-6, atol=1e-6)
+
+
+def test_nystrom_learned_is_causal_to_the_bit() -> None:
+    """Scrambling the tokens after t leaves every output <= t bitwise unchanged (same shapes,
+    huge future values): masked weights are exact zeros and the running max is causal."""
+    core = learned_core({"landmarks": 4, "chunk": 8})
+    T = 29
+    q, k, v = qkv(T)
+    g = generator(7, "bitwise")
+    with torch.no_grad():
+        base = core(q, k, v)
+        for t in (0, 5, 7, 8, 20, 27):
+            new = [torch.where(torch.arange(T)[:, None] > t,
+                               1e3 * torch.randn(x.shape, generator=g), x) for x in (q, k, v)]
+            out = core(*new)
+            assert torch.equal(out[:, :, : t + 1], base[:, :, : t + 1]), t
+            assert not torch.allclose(out[:, :, t + 1 :], base[:, :, t + 1 :])
+
+
+def test_nystrom_learned_position_does_not_depend_on_total_length() -> None:
+    """Unlike segments, design (b)'s output at i reads nothing that depends on T."""
+    core = learned_core({"landmarks": 4, "chunk": 8})
+    q, k, v = qkv(30)
+    with torch.no_grad():
+        torch.testing.assert_close(core(q, k, v)[:, :, :13],
+                                   core(q[:, :, :13], k[:, :, :13], v[:, :, :13]))
+
+
+def test_nystrom_learned_landmarks_follow_the_model_seed() -> None:
+    """The landmarks are parameters of the model: drawn from its generator, saved with it."""
+    spec = ModelSpec(n_dims=4, n_positions=32, n_embd=32, n_layer=2, n_head=H,
+                     attention="nystrom",
+                     attention_options={"landmarks_source": "learned", "landmarks": 4})
+    a, b = (Decoder(spec, generator=generator(3, "model")) for _ in range(2))
+    c = Decoder(spec, generator=generator(4, "model"))
+    names = [n for n, _ in a.named_parameters() if "landmark" in n]
+    assert len(names) == 2 * spec.n_layer
+    for n in names:
+        pa, pb, pc = (dict(m.named_parameters())[n] for m in (a, b, c))
+        assert pa.shape == (H, 4, 32 // H)
+        assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+        assert 0.01 < pa.std().item() < 0.04  # the model's N(0, 0.02)
 
 
 @pytest.mark.parametrize(("name", "opts", "knob", "coarse", "fine"), [
@@ -242,11 +346,12 @@ class ShapeLog(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("name", SUBQUADRATIC)
-def test_never_forms_t_by_t(name: str) -> None:
-    T = 300  # not a multiple of the default block (18) or segment (38) size
+@pytest.mark.parametrize(("name", "opts"), [(n, {}) for n in SUBQUADRATIC]
+                         + [("nystrom", {"landmarks_source": "learned", "landmarks": 16})])
+def test_never_forms_t_by_t(name: str, opts: dict[str, Any]) -> None:
+    T = 300  # not a multiple of the default block (18), segment (38) or chunk (32) size
     q, k, v = (t.requires_grad_() for t in qkv(T, B=1))
-    core = build_attention(name, H, HS)
+    core = build_attention(name, H, HS, opts)
     with ShapeLog() as log:
         core(q, k, v).sum().backward()
     big = [s for s in log.shapes if sum(d >= T for d in s) >= 2]
@@ -283,12 +388,33 @@ def test_nystrom_flops() -> None:
     assert flops("nystrom", 1024, {"landmarks": 16}) < 0.25 * flops("relu", 1024, {})
 
 
+def test_nystrom_learned_flops_grow_linearly() -> None:
+    """Design (b): O(T (C + m) (m + hs) + m^3) for chunk C and m landmarks: affine in T (the m x m
+    pseudo-inverse is the constant), so doubling T from 2048 adds twice what doubling from 1024
+    added, where a T^2 cost would add four times as much."""
+    opts = {"landmarks_source": "learned", "landmarks": 16, "chunk": 16}
+    f1, f2, f4 = (flops("nystrom", T, opts) for T in (1024, 2048, 4096))
+    assert (f4 - f2) / (f2 - f1) == pytest.approx(2, rel=0.01)
+
+
 @pytest.mark.parametrize(("name", "opts", "message"), [
     ("nystrom", {"landmarks": 0}, "landmarks must be an integer >= 1"),
     ("nystrom", {"pinv_iterations": 1.5}, "pinv_iterations must be an integer"),
     ("nystrom", {"landmark": 4}, "unknown option"),
+    ("nystrom", {"landmarks_source": "random"}, "landmarks_source must be one of segments, learned"),
+    ("nystrom", {"landmarks_source": "learned", "chunk": 0}, "chunk must be an integer >= 1"),
+    ("nystrom", {"chunk": 16}, "chunk applies to landmarks_source: learned only"),
     ("combiner", {"block_size": 5}, "block_size must be null or an even integer"),
 ])
 def test_bad_options_are_errors(name: str, opts: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_attention(name, H, HS, opts)
+
+
+def test_learned_landmarks_cannot_be_swapped(trained: Decoder) -> None:
+    """A softmax model has no learned landmarks: swapping design (b) in is an error."""
+    from iclbench.variants import get_variant
+
+    with pytest.raises(ValueError, match="landmarks_source: learned cannot be swapped"):
+        get_variant("nystrom").swap(trained, {"landmarks_source": "learned"})
+    get_variant("nystrom").check_swap_options({"landmarks": 4}, H, 16)  # segments can

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iclbench.attention import ATTENTION, build_attention
+from iclbench.attention import ATTENTION, _blocks, build_attention
 from iclbench.config import ConfigError, check
 from iclbench.figures import FIGURES
 from iclbench.jobs import aggregate_profile, profile_model
@@ -56,20 +56,114 @@ def int8_oracle(s: ModelSpec, T: int, B: int) -> int:
     return softmax_oracle(s, T, B)
 
 
-#: variant -> forward FLOPs of the whole model at T tokens and batch B; add one per merged variant
-ORACLES: dict[str, Callable[[ModelSpec, int, int], int]] = {
-    "softmax": softmax_oracle,
-    "relu": relu_oracle,
-    "int8": int8_oracle,
+def pinv_macs(m: int, iterations: int) -> int:
+    """Multiply-adds of one m x m iterative pseudo-inverse: 4 m x m products per iteration (AZ,
+    then the three right-to-left products of the cubic polynomial)."""
+    return iterations * 4 * m**3
+
+
+def nystrom_segments_core(T: int, n: int, hs: int, o: dict) -> int:
+    """Multiply-adds x 2 of design (a) for ``n`` = batch x heads: ``m = ceil(T / s)`` segments of ``s`` tokens.
+
+    Per head: landmark logits against every (padded) key ``ql K^T`` (m x hs x ms) and the per-
+    segment sums ``e V`` (m x m x s x hs); the prefix combination of those sums for numerator
+    (m^3 hs) and denominator (m^3); ``ql kl^T`` (m^2 hs); m pseudo-inverses (one per prefix) and
+    their product with the prefix values (m^3 hs); per segment the exact in-segment scores and PV
+    (2 s^2 hs) and the summary scores and values (2 s m hs).
+    """
+    s = math.ceil(T / min(o["landmarks"], T))
+    m = math.ceil(T / s)
+    per_head = (m * hs * m * s + m * m * s * hs + m**3 * hs + m**3 + m * m * hs
+                + m * pinv_macs(m, o["pinv_iterations"]) + m**3 * hs
+                + m * (2 * s * s * hs + 2 * s * m * hs))
+    return 2 * n * per_head + conv_flops(T, n, hs, o)
+
+
+def conv_flops(T: int, n: int, hs: int, o: dict) -> int:
+    """The optional depthwise conv skip on V: ``conv_kernel`` multiply-adds per value entry."""
+    return 2 * n * T * hs * o["conv_kernel"]
+
+
+def learned_spans(Bsz: int, H: int, n_chunks: int, per_chunk: int) -> list[tuple[int, int]]:
+    """(rows, chunks) of each span of design (b): the batch and then the chunks are cut so that a
+    span's within-chunk weights (rows x chunks x per_chunk numbers) fit a quarter of
+    WORK_ELEMENTS (the rule stated in iclbench.attention.nystrom.learned_spans)."""
+    budget = _blocks.WORK_ELEMENTS // 4
+    rows = max(1, budget // (n_chunks * per_chunk))
+    spans = []
+    for b0 in range(0, Bsz, rows):
+        b = min(rows, Bsz - b0)
+        k = max(1, budget // (b * per_chunk))
+        spans += [(b, min(k, n_chunks - c0)) for c0 in range(0, n_chunks, k)]
+    return spans
+
+
+def nystrom_learned_core(T: int, Bsz: int, H: int, hs: int, o: dict) -> int:
+    """Design (b): ``m`` learned landmarks, chunks of ``C = min(chunk, T)``, ``Tp`` = T rounded up
+    to whole chunks.
+
+    Per head, once: ``Ql Kl^T`` (m^2 hs) and its pseudo-inverse. Per (padded) position: its key
+    against the landmarks (m hs), its share of the chunk's landmark sums ``e^T [V, 1]`` (numerator
+    and denominator, m (hs + 1)), its query against the landmarks (m hs) times ``pinv`` (m^2), the
+    within-chunk PV (C hs), and the carried numerators read by the position (m hs). Per span of K
+    chunks: the carried numerators and denominators of K + 1 chunk starts from K chunk sums
+    (m (K + 1) K (hs + 1)). Not matrix products, so not counted (the convention): the within-chunk
+    weights, their sums over keys and their contraction over landmarks (C m each per position).
+    """
+    m, C = o["landmarks"], min(o["chunk"], T)
+    nc = math.ceil(T / C)
+    once = H * (m * m * hs + pinv_macs(m, o["pinv_iterations"]))
+    per_position = 4 * m * hs + m + m * m + C * hs
+    carry = sum(b * H * m * (k + 1) * k * (hs + 1)
+                for b, k in learned_spans(Bsz, H, nc, H * C * C * m))
+    return 2 * (once + Bsz * H * nc * C * per_position + carry) + conv_flops(T, Bsz * H, hs, o)
+
+
+def combiner_core(T: int, n: int, hs: int, o: dict) -> int:
+    """Combiner-Fixed for ``n`` = batch x heads, blocks of ``s`` (sqrt(T), even, by default).
+
+    Per block: the max-pooled query's scores and the summary value (2 s hs), the exact in-block
+    scores and PV (2 s^2 hs), and every query's scores against all nb summary keys and the
+    summary values (2 s nb hs; padded blocks included, masked afterwards).
+    """
+    s = o["block_size"] or max(2, 2 * round(math.sqrt(T) / 2))
+    nb = math.ceil(T / s)
+    return 2 * n * nb * (2 * s * hs + 2 * s * s * hs + 2 * s * nb * hs)
+
+
+def core_oracle(core: Callable[[int, int, int, int, dict], int], name: str, mode: str
+                ) -> Callable[[ModelSpec, int, int], int]:
+    def oracle(s: ModelSpec, T: int, B: int) -> int:
+        hs = s.n_embd // s.n_head
+        return _linear_flops(s, T, B) + s.n_layer * core(T, B, s.n_head, hs, options(name, mode))
+
+    return oracle
+
+
+def _per_head(core: Callable[[int, int, int, dict], int]) -> Callable[..., int]:
+    return lambda T, B, H, hs, o: core(T, B * H, hs, o)
+
+
+#: (variant, mode) -> forward FLOPs of the whole model at T tokens and batch B, with the variant's
+#: options of config/smoke.yaml; add one per merged variant
+ORACLES: dict[tuple[str, str], Callable[[ModelSpec, int, int], int]] = {
+    **{(n, mode): oracle for n, oracle in (("softmax", softmax_oracle), ("relu", relu_oracle),
+                                           ("int8", int8_oracle))
+       for mode in ("trained", "swapped")},
+    ("nystrom", "trained"): core_oracle(nystrom_learned_core, "nystrom", "trained"),
+    ("nystrom", "swapped"): core_oracle(_per_head(nystrom_segments_core), "nystrom", "swapped"),
+    **{("combiner", mode): core_oracle(_per_head(combiner_core), "combiner", mode)
+       for mode in ("trained", "swapped")},
 }
 
 
-def options(name: str) -> dict:
-    """The variant's options as config/smoke.yaml states them ({} where it names none)."""
+def options(name: str, mode: str = "trained") -> dict:
+    """The variant's options as config/smoke.yaml states them for ``mode`` ({} where it names
+    none)."""
     import yaml
 
     smoke = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/smoke.yaml").read_text())
-    return dict({**smoke["swapped"], **smoke["variants"]}.get(name) or {})
+    return dict(smoke["variants" if mode == "trained" else "swapped"].get(name) or {})
 
 
 def registered(name: str) -> bool:
@@ -80,20 +174,19 @@ def all_variants() -> list[str]:
     return sorted({*ATTENTION.names(), *EXTRA_VARIANTS.names()})
 
 
-@pytest.mark.parametrize("mode", ["trained", "swapped"])
 @pytest.mark.parametrize("tokens", [64, 256])
-@pytest.mark.parametrize("name", sorted(ORACLES))
-def test_flops_match_oracle(name: str, tokens: int, mode: str) -> None:
+@pytest.mark.parametrize(("name", "mode"), sorted(ORACLES))
+def test_flops_match_oracle(name: str, mode: str, tokens: int) -> None:
     if not registered(name):
         pytest.skip(f"variant {name!r} is not registered in this checkout")
-    model = build_model(name, mode, options(name), SPEC, torch.device("cpu"), torch.float32)
+    model = build_model(name, mode, options(name, mode), SPEC, torch.device("cpu"), torch.float32)
     g = torch.Generator().manual_seed(0)
     xs = torch.randn(BATCH, tokens // 2, SPEC.n_dims, generator=g)
     ys = torch.randn(BATCH, tokens // 2, generator=g)
     with torch.inference_mode():
         count = count_flops(lambda: model(xs, ys))
     assert count.uncounted == ()
-    assert count.total == ORACLES[name](SPEC, tokens, BATCH)
+    assert count.total == ORACLES[name, mode](SPEC, tokens, BATCH), count.by_op
 
 
 def test_causal_sdpa_is_counted_as_computed() -> None:
@@ -133,9 +226,9 @@ def test_unknown_op_warns_and_a_formula_fixes_it(monkeypatch: pytest.MonkeyPatch
     assert count.uncounted == () and count.total == 2 * 4 * 5 * 6
 
 
-def _attention_flops(name: str, tokens: int) -> int:
+def _attention_flops(name: str, tokens: int, opts: dict | None = None) -> int:
     n_head, head_dim = 2, 16
-    attention = build_attention(name, n_head, head_dim).eval()
+    attention = build_attention(name, n_head, head_dim, opts).eval()
     q, k, v = (torch.randn(1, n_head, tokens, head_dim) for _ in range(3))
     with torch.inference_mode():
         return count_flops(lambda: attention(q, k, v)).total
@@ -157,6 +250,24 @@ def test_subquadratic_flops(name: str) -> None:
     assert fitted_exponent(LENGTHS, flops) < 1.8
 
 
+@pytest.mark.parametrize(("name", "opts", "low", "high"), [
+    # linear: every term but the constant m x m pseudo-inverse is proportional to T
+    ("nystrom", {"landmarks_source": "learned", "landmarks": 16, "chunk": 16}, 0.9, 1.05),
+    # T sqrt(T): s^2 hs per block and s nb hs summary terms with s ~ sqrt(T), plus linear terms
+    ("combiner", {"block_size": None}, 1.3, 1.5),
+])
+def test_flop_exponents(name: str, opts: dict, low: float, high: float) -> None:
+    """The fitted FLOP exponent over 512..4096 tokens, checked against the oracle too."""
+    flops = [_attention_flops(name, t, opts) for t in LENGTHS]
+    full = {**ATTENTION.get(name).options, **opts}
+    core = {"nystrom": lambda T: nystrom_learned_core(T, 1, 2, 16, full),
+            "combiner": lambda T: combiner_core(T, 2, 16, full)}[name]
+    assert flops == [core(t) for t in LENGTHS]
+    exponent = fitted_exponent(LENGTHS, flops)
+    print(f"{name} {opts}: FLOP exponent {exponent:.3f}")
+    assert low < exponent < high
+
+
 def _tiny_params(smoke_config: dict) -> dict:
     return {"profile": smoke_config["profile"], "n_dims": smoke_config["n_dims"],
             "model": smoke_config["model"],
@@ -166,8 +277,8 @@ def _tiny_params(smoke_config: dict) -> dict:
 def test_rows_complete_for_every_variant(smoke_config: dict, tmp_path: Path) -> None:
     """Every registered variant, trained and swapped, in a tiny config: one finite row per point."""
     names = all_variants()
-    smoke_config["variants"] = {n: options(n) for n in names}
-    smoke_config["swapped"] = {n: options(n) for n in names}
+    smoke_config["variants"] = {n: options(n, "trained") for n in names}
+    smoke_config["swapped"] = {n: options(n, "swapped") for n in names}
     check(smoke_config)
     params = _tiny_params(smoke_config)
     grid = ProfileSpec.from_dict(params["profile"], params["train_tokens"]).grid()
@@ -175,7 +286,8 @@ def test_rows_complete_for_every_variant(smoke_config: dict, tmp_path: Path) -> 
     for mode in ("trained", "swapped"):
         for name in names:
             out = tmp_path / f"{name}-{mode}.parquet"
-            profile_model(name, mode, {**params, "variant_options": options(name)}, 1, out)
+            profile_model(name, mode, {**params, "variant_options": options(name, mode)}, 1,
+                          out)
             outputs.append(out)
     aggregate_profile(outputs, tmp_path / "profile.parquet")
     df = read_parquet(tmp_path / "profile.parquet")

@@ -215,7 +215,7 @@ def check(raw: Mapping[str, Any]) -> Config:
     if cfg.swapped and "softmax" not in cfg.variants:
         raise ConfigError("swapped: needs softmax under variants (swaps go into softmax models)")
     for name, opts in cfg.swapped.items():
-        _wrap(lambda: get_variant(name).check_options(opts, model.n_head, head_dim),
+        _wrap(lambda: get_variant(name).check_swap_options(opts, model.n_head, head_dim),
               f"swapped.{name}")
     for name, opts in cfg.baselines.items():
         _wrap(lambda: BASELINES.get(name).check_options(opts), f"baselines.{name}")

@@ -29,6 +29,13 @@ class Variant:
     def check_options(self, options: Mapping[str, Any], n_head: int, head_dim: int) -> None:
         build_attention(self.name, n_head, head_dim, options)
 
+    def check_swap_options(self, options: Mapping[str, Any], n_head: int, head_dim: int) -> None:
+        """Like :meth:`check_options`, for the ``swapped:`` section: also rejects options that
+        cannot go into a softmax-trained model (``Attention.check_swap``)."""
+        self.check_options(options, n_head, head_dim)
+        if self.name in ATTENTION:
+            ATTENTION.get(self.name).check_swap(options)
+
     def model_spec(self, base: ModelSpec, options: Mapping[str, Any]) -> ModelSpec:
         """The shape of the model to train for this variant."""
         return replace(base, attention=self.name, attention_options=dict(options))
@@ -43,6 +50,7 @@ class Variant:
 
     def swap(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
         """Put this variant into a softmax-trained model at inference, without retraining."""
+        ATTENTION.get(self.name).check_swap(options)
         model.set_attention(self.name, options)
         return model
 

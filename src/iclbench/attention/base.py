@@ -34,6 +34,11 @@ class Attention(nn.Module):
         self.head_dim = head_dim
         self.opts: dict[str, Any] = {**self.options, **options}
 
+    @classmethod
+    def check_swap(cls, options: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` if ``options`` cannot be swapped into a softmax-trained model
+        (e.g. they need parameters that only training gives); by default any options can."""
+
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
