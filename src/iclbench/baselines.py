@@ -249,7 +249,7 @@ class RandomForestFit(PerPromptFit):
 
     options = {"n_estimators": 100, "max_depth": None, "seed": 0, "max_prompts": None,
                "max_prompts_ood": None}
-    tasks = ("decision_tree", "random_forest", "mujoco_dynamics")
+    tasks = ("decision_tree", "random_forest")
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
         from sklearn.ensemble import RandomForestRegressor

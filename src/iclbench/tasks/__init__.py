@@ -1,6 +1,6 @@
 """Function classes for in-context learning; importing this package registers every task."""
 
-from iclbench.tasks import forest, linear, relu_nn, tree  # noqa: F401  (registration side effects)
+from iclbench.tasks import forest, linear, mujoco_dynamics, relu_nn, tree  # noqa: F401  (registration side effects)
 from iclbench.tasks.base import (
     TASKS,
     FunctionParams,
