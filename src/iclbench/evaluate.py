@@ -2,8 +2,8 @@
 
 A prompt file (safetensors) holds, for one task and one OOD setting, ``xs`` (L, P, n, d), ``ys``
 (L, P, n) (or (L, P, n, m) for a task with vector outputs) and ``norm`` (L,) for L levels of the
-setting (one level, 0, in distribution). Settings whose query comes from another distribution than the
-examples before it (:mod:`iclbench.ood`) also hold ``query_xs`` (L, P, n, d) and ``query_ys``
+setting (one level, 0, in distribution). Settings whose query comes from another distribution than
+the examples before it (:mod:`iclbench.ood`) also hold ``query_xs`` (L, P, n, d) and ``query_ys``
 (L, P, n). Every model and baseline is scored on the same file. The error at ``n_examples = i`` is
 the squared error of the prediction of ``y_{i+1}`` from ``i`` examples, divided by ``norm`` and
 averaged over the P prompts; its interval is the bootstrap percentile interval over prompts. For

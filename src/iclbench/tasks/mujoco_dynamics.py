@@ -21,8 +21,8 @@ Normalisation (deterministic, independent of every seed):
   fixed stream ``generator(0, "mujoco_dynamics", "calibration")``, per ``timestep``,
   ``frame_skip`` and ``residual``; about a second, once per process). So ``E[y_j^2] = 1`` for
   every output coordinate (up to the calibration's sampling error, a few percent: the targets are
-  heavy-tailed, light and long poles swing fastest), the normaliser is 1, and the error (mean over the 4
-  coordinates of the squared error) scores 1 for "always predict 0". The next state is
+  heavy-tailed, light and long poles swing fastest), the normaliser is 1, and the error (mean over
+  the 4 coordinates of the squared error) scores 1 for "always predict 0". The next state is
   ``s' = s + y * scale`` (residual) or ``y * scale``.
 
 The simulation runs in float64 with ``mujoco.rollout`` (one MjModel per prompt of a chunk, their
@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,24 +104,24 @@ class CartPoleSimulator:
         if (nq, nv, self.base.nu, self.n_state) != (2, 2, 1, 1 + nq + nv):
             raise RuntimeError(f"unexpected cart-pole layout: nq={nq} nv={nv} "
                                f"nu={self.base.nu} state={self.n_state}")
-        self._pool: list = []
+        self._pool: list[Any] = []  # MjModel copies, one per prompt of a chunk
 
-    def _models(self, count: int) -> list:
+    def _models(self, count: int) -> list[Any]:
         while len(self._pool) < count:
             self._pool.append(copy.copy(self.base))
         return self._pool[:count]
 
     @staticmethod
-    def set_physics(model: object, p: np.ndarray) -> None:
+    def set_physics(model: Any, p: np.ndarray) -> None:
         """Write one row of ``physics`` (order of :data:`PHYSICS`) into an MjModel."""
         cart_mass, pole_mass, length, slider_damping, hinge_damping, gear = p
-        model.body_mass[1] = cart_mass  # type: ignore[attr-defined]
-        model.body_mass[2] = pole_mass  # type: ignore[attr-defined]
-        model.body_ipos[2] = (0.0, 0.0, length / 2)  # type: ignore[attr-defined]
+        model.body_mass[1] = cart_mass
+        model.body_mass[2] = pole_mass
+        model.body_ipos[2] = (0.0, 0.0, length / 2)
         rod = pole_mass * length**2 / 12  # thin rod about its centre
-        model.body_inertia[2] = (rod, rod, 1e-4)  # type: ignore[attr-defined]
-        model.dof_damping[:] = (slider_damping, hinge_damping)  # type: ignore[attr-defined]
-        model.actuator_gear[0, 0] = gear  # type: ignore[attr-defined]
+        model.body_inertia[2] = (rod, rod, 1e-4)
+        model.dof_damping[:] = (slider_damping, hinge_damping)
+        model.actuator_gear[0, 0] = gear
 
     def step(self, physics: np.ndarray, state: np.ndarray, ctrl: np.ndarray) -> np.ndarray:
         """Next states (B, n, 4) of states (B, n, 4) under controls (B, n, 1), physics (B, 6)."""
