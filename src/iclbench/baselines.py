@@ -35,7 +35,8 @@ from iclbench.tasks import TASKS
 
 
 class Baseline:
-    """Base class: subclasses set ``options`` (name -> default) and implement ``predict``."""
+    """Base class: subclasses set ``options`` (name -> default) and implement ``_predict``
+    (scalar labels); ``predict`` handles vector labels one output dimension at a time."""
 
     options: ClassVar[Mapping[str, Any]] = {}
     #: the tasks this baseline is evaluated on; ``None`` means every task
