@@ -11,7 +11,8 @@ from iclbench.tasks import build_task, sample_prompts
 
 D = 5
 #: options that keep the slow baselines quick in the registry-wide contract tests
-QUICK = {"gd_2nn": {"steps": 5}, "lasso": {"max_iter": 1000}, "xgboost": {"n_estimators": 5}}
+QUICK = {"gd_2nn": {"steps": 5}, "gd_3nn": {"steps": 5}, "lasso": {"max_iter": 1000},
+         "xgboost": {"n_estimators": 5}, "random_forest_fit": {"n_estimators": 5}}
 
 
 def quick(name: str):  # type: ignore[no-untyped-def]
@@ -118,7 +119,8 @@ def test_gd_2nn_fits_a_relu_network() -> None:
     assert err[-5:].mean() < 0.4 and err[1:].mean() < err[1]
 
 
-@pytest.mark.parametrize("name", ["lasso", "greedy_tree", "xgboost", "gd_2nn"])
+@pytest.mark.parametrize("name", ["lasso", "greedy_tree", "xgboost", "gd_2nn", "gd_3nn",
+                                  "random_forest_fit"])
 def test_max_prompts_option_is_checked(name: str) -> None:
     model = build_baseline(name, {"max_prompts": 3, "max_prompts_ood": 2})
     assert model.prompt_limit("none") == 3 and model.prompt_limit("shift") == 2

@@ -48,7 +48,7 @@ def planned_jobs(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
             if m[1] != "total"}
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml", "harder.yaml"])
 def test_dry_run(name: str, tmp_path: Path) -> None:
     jobs = planned_jobs(snakemake("-n", workdir=tmp_path, config=ROOT / "config" / name))
     cfg = yaml.safe_load((ROOT / "config" / name).read_text())

@@ -3,6 +3,10 @@
 Every baseline maps prompts ``xs`` (P, n, d) and ``ys`` (P, n) to predictions (P, n) where the
 prediction at position ``i`` (0-based) uses only ``x_1..x_i`` (those before it and the query) and
 ``y_1..y_{i-1}``: ``y_i`` itself is never read. With no example yet (``i = 0``) each predicts 0.
+Vector labels ``ys`` (P, n, m) (tasks with ``vector_output``) are predicted one output dimension at
+a time, (P, n, m) out, by every baseline whose ``vector_outputs`` is true; the others (the networks
+trained on the prompt, whose single read-out is the architecture being compared) declare
+themselves inapplicable to such tasks, so a config that lists them simply skips those pairs.
 
 The settings of the learned baselines are the paper's (appendix A; dtsip/in-context-learning,
 ``src/models.py``): Lasso without intercept (alpha 1e-2 in the paper's tables), a greedy (CART)
@@ -27,14 +31,19 @@ from torch import Tensor
 from iclbench.ood import IN_DISTRIBUTION
 from iclbench.registry import Registry, check_options
 from iclbench.seeding import generator
+from iclbench.tasks import TASKS
 
 
 class Baseline:
-    """Base class: subclasses set ``options`` (name -> default) and implement ``predict``."""
+    """Base class: subclasses set ``options`` (name -> default) and implement ``_predict``
+    (scalar labels); ``predict`` handles vector labels one output dimension at a time."""
 
     options: ClassVar[Mapping[str, Any]] = {}
     #: the tasks this baseline is evaluated on; ``None`` means every task
     tasks: ClassVar[tuple[str, ...] | None] = None
+    #: whether it handles vector labels (one output dimension at a time); if not, it does not
+    #: apply to tasks with ``vector_output``
+    vector_outputs: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         self.check_options(options)
@@ -46,9 +55,21 @@ class Baseline:
 
     @classmethod
     def applies_to(cls, task: str) -> bool:
-        return cls.tasks is None or task in cls.tasks
+        if cls.tasks is not None and task not in cls.tasks:
+            return False
+        return cls.vector_outputs or not (task in TASKS and TASKS.get(task).vector_output)
 
-    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """Predictions shaped like ``ys``: (P, n), or (P, n, m) one output dimension at a time."""
+        if ys.dim() == 2:
+            return self._predict(xs, ys)
+        if not self.vector_outputs:
+            raise ValueError(f"{type(self).__name__} predicts scalar labels only, got ys of shape "
+                             f"{tuple(ys.shape)}")
+        return torch.stack([self._predict(xs, ys[..., j]) for j in range(ys.shape[-1])], dim=-1)
+
+    def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Predictions (P, n) of scalar labels ``ys`` (P, n)."""
         raise NotImplementedError
 
     @property
@@ -74,7 +95,7 @@ def build_baseline(name: str, options: Mapping[str, Any] | None = None) -> Basel
 class LeastSquares(Baseline):
     """Minimum-norm least squares on the examples so far (``pinv``), in float64."""
 
-    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+    def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         xs64, ys64 = xs.double(), ys.double()
         preds = torch.zeros_like(ys64)
         for i in range(1, xs.shape[1]):
@@ -87,7 +108,7 @@ class LeastSquares(Baseline):
 class Averaging(Baseline):
     """``w = mean_j(x_j y_j)`` over the examples so far; predicts ``w . x_i``."""
 
-    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+    def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         products = xs * ys[..., None]  # (P, n, d)
         # exclusive prefix sums (over j < i), so y_i never enters the prediction at i
         sums = torch.cat([torch.zeros_like(products[:, :1]), products[:, :-1].cumsum(dim=1)], dim=1)
@@ -101,7 +122,7 @@ class NearestNeighbours(Baseline):
 
     options = {"k": 3}
 
-    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+    def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         k = int(self.opts["k"])
         n = xs.shape[1]
         dist = torch.cdist(xs.double(), xs.double())  # (P, n, n)
@@ -119,7 +140,7 @@ class NearestNeighbours(Baseline):
 class Zero(Baseline):
     """Always 0: its error is ``E[y^2] / norm``, what "1" means in each OOD setting."""
 
-    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+    def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         return torch.zeros_like(ys)
 
 
@@ -136,7 +157,7 @@ class PerPromptFit(Baseline):
 
     Subclasses implement ``fit_predict(train_x (i, d), train_y (i,), query (1, d)) -> float``.
     Inputs go to float64 NumPy arrays once per call; the loops are over positions and prompts,
-    ``n * P`` fits in all.
+    ``n * P`` fits in all (times ``m`` for vector labels: one fit per output dimension).
     """
 
     @classmethod
@@ -147,7 +168,7 @@ class PerPromptFit(Baseline):
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+    def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         x, y = xs.double().numpy(), ys.double().numpy()
         P, n, _ = x.shape
         preds = np.zeros((P, n))
@@ -174,14 +195,14 @@ class LassoBaseline(PerPromptFit):
         model.fit(np.asfortranarray(train_x), train_y.copy(), check_input=False)
         return float(query[0] @ model.coef_)
 
-    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+    def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         from sklearn.exceptions import ConvergenceWarning
 
         with warnings.catch_warnings():
             # a prefix with fewer examples than dimensions may stop at max_iter: the fit is still
             # the best available estimate (the paper's code raised instead)
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return super().predict(xs, ys)
+            return super()._predict(xs, ys)
 
 
 @BASELINES.register("greedy_tree")
@@ -190,7 +211,7 @@ class GreedyTree(PerPromptFit):
 
     options = {"max_depth": 2, "max_prompts": None,
                "max_prompts_ood": None}
-    tasks = ("decision_tree",)
+    tasks = ("decision_tree", "random_forest")
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
         from sklearn.tree import DecisionTreeRegressor
@@ -210,7 +231,7 @@ class XGBoost(PerPromptFit):
 
     options = {"n_estimators": 50, "max_depth": 4, "learning_rate": 0.1, "max_prompts": None,
                "max_prompts_ood": None}
-    tasks = ("decision_tree",)
+    tasks = ("decision_tree", "random_forest")
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
         import xgboost as xgb
@@ -223,22 +244,44 @@ class XGBoost(PerPromptFit):
         return float(model.fit(train_x, train_y).predict(query)[0])
 
 
-@BASELINES.register("gd_2nn")
-class GradientDescent2NN(Baseline):
-    """A 2-layer ReLU network trained on each prompt prefix by full-batch Adam (relu_2nn).
+@BASELINES.register("random_forest_fit")
+class RandomForestFit(PerPromptFit):
+    """scikit-learn's ``RandomForestRegressor`` (bootstrap, all features per split; forests)."""
+
+    options = {"n_estimators": 100, "max_depth": None, "seed": 0, "max_prompts": None,
+               "max_prompts_ood": None}
+    tasks = ("decision_tree", "random_forest")
+
+    def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
+        from sklearn.ensemble import RandomForestRegressor
+
+        depth = self.opts["max_depth"]
+        model = RandomForestRegressor(n_estimators=int(self.opts["n_estimators"]),
+                                      max_depth=None if depth is None else int(depth),
+                                      random_state=int(self.opts["seed"]), n_jobs=1)
+        x32 = np.asarray(train_x, dtype=np.float32)
+        return float(model.fit(x32, train_y).predict(np.asarray(query, dtype=np.float32))[0])
+
+
+class GradientDescentNN(Baseline):
+    """A ``depth``-layer ReLU network trained on each prompt prefix by full-batch Adam.
 
     One network per (prompt, position ``i``), trained for ``steps`` Adam steps on the mean squared
     error over its ``i`` examples; all ``P * (n - 1)`` networks train at once as batched tensors
-    (weights (P * (n - 1), d, hidden), batched matmuls), each on its own masked loss, so they never
-    interact. The
-    initialisation is PyTorch's ``nn.Linear`` default (uniform in ``+-1/sqrt(fan_in)``), as in the
-    paper's ``NeuralNetwork``; the paper's batch of 100 covers every prefix, hence full batch.
+    (weights (P * (n - 1), fan_in, fan_out), batched matmuls), each on its own masked loss, so they
+    never interact. Every hidden layer has ``hidden`` units. The initialisation is PyTorch's
+    ``nn.Linear`` default (uniform in ``+-1/sqrt(fan_in)``), as in the paper's ``NeuralNetwork``;
+    the paper's batch of 100 covers every prefix, hence full batch. Scalar labels only: its one
+    read-out unit is the architecture of the task it is compared on.
     """
 
     options = {"hidden": 100, "lr": 5e-3, "steps": 5000, "seed": 0, "max_prompts": None,
                "max_prompts_ood": None}
-    tasks = ("relu_2nn",)
-    #: hidden activations (prompts x networks x points x hidden) per chunk of prompts: ~80 MB
+    vector_outputs = False
+    #: layers of weights (2: one hidden layer)
+    depth: ClassVar[int] = 2
+    #: activations (prompts x networks x points x hidden per hidden layer), plus hidden-to-hidden
+    #: weights with their Adam state, per chunk of prompts: ~80 MB
     chunk_elements: ClassVar[int] = 20_000_000
 
     @classmethod
@@ -246,13 +289,14 @@ class GradientDescent2NN(Baseline):
         super().check_options(options)
         _check_max_prompts(options)
 
-    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+    def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Chunks of prompts (to bound memory), each trained as one batch of networks."""
         n, h = xs.shape[1], int(self.opts["hidden"])
         if n == 1:
             return torch.zeros_like(ys)
-        chunk = max(1, self.chunk_elements // ((n - 1) ** 2 * h))
-        rng = generator(int(self.opts["seed"]), "gd_2nn", str(xs.shape[2]), str(h))
+        per_prompt = (n - 1) ** 2 * h * (self.depth - 1) + (n - 1) * 4 * h * h * (self.depth - 2)
+        chunk = max(1, self.chunk_elements // per_prompt)
+        rng = generator(int(self.opts["seed"]), f"gd_{self.depth}nn", str(xs.shape[2]), str(h))
         return torch.cat([self._train_and_predict(xs[s : s + chunk], ys[s : s + chunk], rng)
                           for s in range(0, xs.shape[0], chunk)])
 
@@ -265,19 +309,26 @@ class GradientDescent2NN(Baseline):
             return ((torch.rand(*shape, generator=rng) * 2 - 1) * bound).requires_grad_()
 
         # network k (of m) sits at batch index p * m + k; bmm over all P * m networks at once
-        w1, b1 = uniform(P * m, d, h, fan_in=d), uniform(P * m, 1, h, fan_in=d)
-        w2, b2 = uniform(P * m, h, 1, fan_in=h), uniform(P, m, 1, fan_in=h)
+        hidden_layers = []  # (weight, bias) of each hidden layer, drawn in order
+        fan_in = d
+        for _ in range(self.depth - 1):
+            hidden_layers.append((uniform(P * m, fan_in, h, fan_in=fan_in),
+                                  uniform(P * m, 1, h, fan_in=fan_in)))
+            fan_in = h
+        w_out, b_out = uniform(P * m, h, 1, fan_in=h), uniform(P, m, 1, fan_in=h)
+        params = [t for layer in hidden_layers for t in layer] + [w_out, b_out]
         train_x, train_y = xs[:, :m].float(), ys[:, :m].float()  # examples 0 .. n - 2
         # weight of example j in network k's mean loss: 1 / (k + 1) if j <= k, else 0
         k = torch.arange(m)
         weight = (k[None, :] <= k[:, None]).float() / (k[:, None] + 1.0)  # (m nets, m examples)
 
         def forward(x: Tensor) -> Tensor:  # x (P, j, d) -> (P, m, j): every network at every x
-            x = x[:, None].expand(P, m, *x.shape[1:]).reshape(P * m, x.shape[1], d)
-            hidden = torch.relu(torch.baddbmm(b1, x, w1))  # (P * m, j, h)
-            return torch.bmm(hidden, w2).reshape(P, m, -1) + b2
+            hidden = x[:, None].expand(P, m, *x.shape[1:]).reshape(P * m, x.shape[1], d)
+            for w, b in hidden_layers:
+                hidden = torch.relu(torch.baddbmm(b, hidden, w))  # (P * m, j, h)
+            return torch.bmm(hidden, w_out).reshape(P, m, -1) + b_out
 
-        opt = torch.optim.Adam([w1, b1, w2, b2], lr=float(self.opts["lr"]))
+        opt = torch.optim.Adam(params, lr=float(self.opts["lr"]))
         for _ in range(int(self.opts["steps"])):
             opt.zero_grad(set_to_none=True)
             loss = ((forward(train_x) - train_y[:, None, :]).square() * weight).sum()
@@ -287,3 +338,20 @@ class GradientDescent2NN(Baseline):
             out = forward(xs[:, 1:].float())  # (P, m, m): network k at every later input
             preds = torch.diagonal(out, dim1=1, dim2=2)  # network k at its query x_{k+1}
         return torch.cat([torch.zeros_like(ys[:, :1]), preds.to(ys.dtype)], dim=1)
+
+
+@BASELINES.register("gd_2nn")
+class GradientDescent2NN(GradientDescentNN):
+    """2-layer ReLU network (100 hidden) trained on the prompt (relu_2nn; the paper's)."""
+
+    tasks = ("relu_2nn",)
+    depth = 2
+
+
+@BASELINES.register("gd_3nn")
+class GradientDescent3NN(GradientDescentNN):
+    """3-layer ReLU network (``hidden`` units in both hidden layers) trained on the prompt
+    (relu_3nn: the task's own architecture)."""
+
+    tasks = ("relu_3nn",)
+    depth = 3

@@ -1,12 +1,14 @@
 """Evaluation: fixed prompt sets, per-position normalised errors, bootstrap intervals (SPEC 4).
 
 A prompt file (safetensors) holds, for one task and one OOD setting, ``xs`` (L, P, n, d), ``ys``
-(L, P, n) and ``norm`` (L,) for L levels of the setting (one level, 0, in distribution), plus the
-functions that produced them. Settings whose query comes from another distribution than the
-examples before it (:mod:`iclbench.ood`) also hold ``query_xs`` (L, P, n, d) and ``query_ys``
+(L, P, n) (or (L, P, n, m) for a task with vector outputs) and ``norm`` (L,) for L levels of the
+setting (one level, 0, in distribution). Settings whose query comes from another distribution than
+the examples before it (:mod:`iclbench.ood`) also hold ``query_xs`` (L, P, n, d) and ``query_ys``
 (L, P, n). Every model and baseline is scored on the same file. The error at ``n_examples = i`` is
 the squared error of the prediction of ``y_{i+1}`` from ``i`` examples, divided by ``norm`` and
-averaged over the P prompts; its interval is the bootstrap percentile interval over prompts.
+averaged over the P prompts; its interval is the bootstrap percentile interval over prompts. For
+vector outputs the squared error of a prediction is the mean over the m output coordinates of
+their squared errors (``norm`` is then the per-coordinate Var(y)).
 
 ``norm`` is the task's in-distribution Var(y) at every level of every setting (SPEC section 1), so
 errors share one unit across settings: always predicting 0 scores 1 in distribution and
@@ -40,7 +42,7 @@ class PromptSet:
     ood: str
     levels: tuple[float, ...]
     xs: Tensor  # (L, P, n, d)
-    ys: Tensor  # (L, P, n)
+    ys: Tensor  # (L, P, n), or (L, P, n, m) for vector outputs
     norm: Tensor  # (L,)
     query_xs: Tensor | None = None  # (L, P, n, d): the query at position i, when not xs[:, :, i]
     query_ys: Tensor | None = None  # (L, P, n)
@@ -167,12 +169,21 @@ def evaluate(
             ], dim=1)
             ys = qys
         rng = generator(seed, "bootstrap", prompts.task, prompts.ood, str(level), str(labels["model"]))
-        table = error_table((preds.double() - ys.double()).square(), float(prompts.norm[j]),
-                            bootstrap, confidence, rng)
+        table = error_table(squared_error(preds, ys), float(prompts.norm[j]), bootstrap,
+                            confidence, rng)
         frames.append(table.assign(ood=prompts.ood, ood_level=float(level)))
     out = pd.concat(frames, ignore_index=True).assign(task=prompts.task, **labels,
                                                        torch_version=torch.__version__)
     return tidy(out, ICL_ERRORS)
+
+
+def squared_error(preds: Tensor, ys: Tensor) -> Tensor:
+    """Squared errors (P, n) in float64; for vector outputs (P, n, m), the mean over the m."""
+    if preds.shape != ys.shape:
+        raise ValueError(f"predictions of shape {tuple(preds.shape)} for labels of shape "
+                         f"{tuple(ys.shape)}")
+    sq = (preds.double() - ys.double()).square()
+    return sq.mean(dim=-1) if sq.dim() == 3 else sq
 
 
 def _predict_batched(predict: Predictor, xs: Tensor, ys: Tensor, batch_size: int) -> Tensor:

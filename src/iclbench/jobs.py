@@ -83,7 +83,7 @@ def train_model(
     options = dict(params["variant_options"])
     kind = get_variant(variant)
     base = ModelSpec(n_dims, 2 * cfg.n_points, model_cfg.n_embd, model_cfg.n_layer,
-                     model_cfg.n_head)
+                     model_cfg.n_head, n_out=fn_class.out_dims)
     model_spec = kind.model_spec(base, options)
     device = resolve_device(str(params["device"]))
     log.info("training %s/%s seed %d on %s with %d threads", task, variant, seed, device, threads)

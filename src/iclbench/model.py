@@ -5,6 +5,11 @@ Pre-LayerNorm blocks, a GELU MLP of width 4x, learned absolute positions, no dro
 d), read in by one ``Linear(d, n_embd)``; the read-out ``Linear(n_embd, 1)`` at the ``x_i`` tokens
 predicts ``y_i`` from the prefix ending at ``x_i``. How queries meet keys is a pluggable
 :class:`~iclbench.attention.Attention` from the registry.
+
+Vector outputs (``ModelSpec.n_out = m > 1``, tasks with ``vector_output``): the y token is
+``[y_i, 0, ..., 0]`` with the m coordinates of ``y_i`` first (so ``m <= d``), and the read-out is
+``Linear(n_embd, m)``, predictions (B, n, m). With ``n_out = 1`` every tensor, weight draw and file
+is what it was before vector outputs existed.
 """
 
 from __future__ import annotations
@@ -35,12 +40,25 @@ class ModelSpec:
     n_head: int
     attention: str = "softmax"
     attention_options: Mapping[str, Any] = field(default_factory=dict)
+    #: outputs per prediction: 1 (scalar y, predictions (B, n)) or m (vector y, (B, n, m))
+    n_out: int = 1
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
             )
+        if not 1 <= self.n_out <= self.n_dims:
+            raise ValueError(f"a y token holds at most n_dims ({self.n_dims}) outputs, "
+                             f"got {self.n_out}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain values for a file's metadata. ``n_out`` is left out when it is 1, so
+        that scalar models' files stay byte-identical to those written before it existed."""
+        out = {**asdict(self), "attention_options": dict(self.attention_options)}
+        if self.n_out == 1:
+            del out["n_out"]
+        return out
 
 
 class SelfAttention(nn.Module):
@@ -79,10 +97,14 @@ class Block(nn.Module):
 
 
 def interleave(xs: Tensor, ys: Tensor) -> Tensor:
-    """Tokens ``(x_1, [y_1, 0..], x_2, ...)`` of shape (B, 2n, d) from xs (B, n, d) and ys (B, n)."""
+    """Tokens ``(x_1, [y_1, 0..], x_2, ...)`` of shape (B, 2n, d) from xs (B, n, d) and ys (B, n),
+    or vector ys (B, n, m) with ``m <= d``, whose coordinates fill the y token's first m places."""
     B, n, d = xs.shape
     ys_wide = torch.zeros_like(xs)
-    ys_wide[..., 0] = ys
+    if ys.dim() == 2:
+        ys_wide[..., 0] = ys
+    else:
+        ys_wide[..., : ys.shape[-1]] = ys
     return torch.stack((xs, ys_wide), dim=2).view(B, 2 * n, d)
 
 
@@ -94,7 +116,7 @@ class Decoder(nn.Module):
         self.wpe = nn.Embedding(spec.n_positions, spec.n_embd)
         self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.n_layer))
         self.ln_f = nn.LayerNorm(spec.n_embd)
-        self.read_out = nn.Linear(spec.n_embd, 1)
+        self.read_out = nn.Linear(spec.n_embd, spec.n_out)
         self._init_weights(generator)
 
     @torch.no_grad()
@@ -132,20 +154,20 @@ class Decoder(nn.Module):
         return self.ln_f(h)
 
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
-        """Predictions (B, n) of ``y_i`` from ``x_1, y_1, ..., x_i`` for every i."""
+        """Predictions (B, n) (or (B, n, m) for ``n_out = m > 1``) of ``y_i`` from
+        ``x_1, y_1, ..., x_i`` for every i."""
         h = self.hidden(interleave(xs, ys))
-        return self.read_out(h[:, ::2]).squeeze(-1)
+        out = self.read_out(h[:, ::2])
+        return out.squeeze(-1) if self.spec.n_out == 1 else out
 
 
 def save_model(model: Decoder, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
     """Write the weights with safetensors (atomically); the spec travels in the metadata."""
     from iclbench.results import write_with
 
-    spec = model.spec
     # one metadata key: safetensors writes metadata in hash order, so several keys are not
     # byte-stable across processes
-    info = {"spec": {**asdict(spec), "attention_options": dict(spec.attention_options)},
-            **dict(metadata or {})}
+    info = {"spec": model.spec.to_dict(), **dict(metadata or {})}
     meta = {"iclbench": json.dumps(info, sort_keys=True)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)

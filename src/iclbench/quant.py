@@ -423,8 +423,7 @@ def save_int8(model: Decoder, path: str | Path, opts: QuantOptions,
     if not is_int8(model):
         raise ValueError(f"{path}: save_int8 needs a model converted with to_int8")
     spec = model.spec
-    info = {"spec": {**asdict(spec), "attention_options": dict(spec.attention_options)},
-            "int8": asdict(opts), **dict(metadata or {})}
+    info = {"spec": spec.to_dict(), "int8": asdict(opts), **dict(metadata or {})}
     meta = {"iclbench": json.dumps(info, sort_keys=True)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)

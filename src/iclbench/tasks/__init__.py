@@ -1,6 +1,7 @@
 """Function classes for in-context learning; importing this package registers every task."""
 
-from iclbench.tasks import linear, relu_nn, tree  # noqa: F401  (registration side effects)
+# imported for their side effect: each module registers its tasks
+from iclbench.tasks import forest, linear, mujoco_dynamics, relu_nn, tree  # noqa: F401
 from iclbench.tasks.base import (
     TASKS,
     FunctionParams,

@@ -4,6 +4,11 @@ A task separates *functions* from *inputs*: ``sample_functions`` draws one funct
 parameters as a dict of tensors, so they can be stored with safetensors) and ``evaluate`` applies
 them to inputs. Input sampling lives in :func:`sample_inputs`, so an out-of-distribution transform
 can change the inputs without touching the function.
+
+Most tasks have scalar outputs: ``evaluate`` returns ``ys`` (B, n). A task with ``vector_output``
+returns (B, n, m) with ``m = out_dims`` (a MuJoCo system's next state); its normaliser is then the
+in-distribution Var of each output coordinate, so the error (the mean over output dimensions of the
+squared error, divided by it) scores 1 for "always predict 0" as for every task.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ FunctionParams = dict[str, Tensor]
 
 
 class Task(ABC):
-    """A function class over ``n_dims``-dimensional inputs with scalar outputs."""
+    """A function class over ``n_dims``-dimensional inputs with scalar (or vector) outputs."""
 
     #: option name -> default; the config may set only these (``tasks.<name>.<option>``)
     options: ClassVar[Mapping[str, Any]] = {}
+    #: True if ``evaluate`` returns vectors (B, n, out_dims) rather than scalars (B, n)
+    vector_output: ClassVar[bool] = False
 
     def __init__(self, n_dims: int, **options: Any) -> None:
         check_options(options, self.options)
@@ -39,7 +46,13 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self, params: FunctionParams, xs: Tensor) -> Tensor:
-        """Apply the functions to inputs ``xs`` (B, n, d); returns ``ys`` (B, n)."""
+        """Apply the functions to inputs ``xs`` (B, n, d); returns ``ys`` (B, n) or, for a
+        ``vector_output`` task, (B, n, out_dims)."""
+
+    @property
+    def out_dims(self) -> int:
+        """Output dimensions: 1 for scalar tasks; vector tasks override it."""
+        return 1
 
     @property
     @abstractmethod
@@ -71,7 +84,8 @@ def sample_prompts(
     generator: torch.Generator,
     active_dims: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Fresh prompts ``(xs, ys)`` of shapes (B, n, d) and (B, n) from one generator."""
+    """Fresh prompts ``(xs, ys)`` of shapes (B, n, d) and (B, n) (or (B, n, m): vector tasks)
+    from one generator."""
     active = task.n_dims if active_dims is None else active_dims
     params = task.sample_functions(batch_size, active, generator)
     xs = sample_inputs(batch_size, n_points, task.n_dims, active, generator)

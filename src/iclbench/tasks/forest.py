@@ -1,0 +1,56 @@
+"""Random forests of random decision trees (the proposal's stretch class; SPEC section 1).
+
+A function is ``T = n_trees`` independent trees of the :class:`~iclbench.tasks.tree.DecisionTree`
+class (depth ``depth``, splits on uniformly drawn active coordinates at threshold 0, leaves
+``N(0, 1)``), combined as ``y = sqrt(T) * mean_t tree_t(x) = sum_t tree_t(x) / sqrt(T)``.
+
+Variance: each tree has ``E[tree_t(x)] = 0`` and ``Var(tree_t(x)) = 1`` (a leaf value is ``N(0, 1)``
+whichever leaf ``x`` reaches), and two independent trees are uncorrelated (their leaf values are
+independent of each other and of ``x``), so the plain mean of ``T`` trees has variance ``1 / T``.
+The factor ``sqrt(T)`` restores ``Var(y) = 1``, the decision tree's: errors are divided by 1, and
+"always predict 0" scores 1 as for every task (``tests/test_tasks.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from iclbench.tasks.base import TASKS, FunctionParams, Task
+from iclbench.tasks.tree import DecisionTree
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+@TASKS.register("random_forest")
+class RandomForest(Task):
+    options = {"n_trees": 5, "depth": 3}
+
+    def __init__(self, n_dims: int, **options: object) -> None:
+        super().__init__(n_dims, **options)
+        self.n_trees = _positive_int("n_trees", self.opts["n_trees"])
+        self.tree = DecisionTree(n_dims, depth=_positive_int("depth", self.opts["depth"]))
+
+    def sample_functions(
+        self, batch_size: int, active_dims: int, generator: torch.Generator
+    ) -> FunctionParams:
+        trees = self.tree.sample_functions(batch_size * self.n_trees, active_dims, generator)
+        # (B * T, ...) -> (B, T, ...): tree t of prompt b is row b * T + t
+        return {k: v.view(batch_size, self.n_trees, -1) for k, v in trees.items()}
+
+    def evaluate(self, params: FunctionParams, xs: Tensor) -> Tensor:
+        B, n, d = xs.shape
+        T = params["coords"].shape[1]
+        flat = {k: v.reshape(B * T, -1) for k, v in params.items()}
+        each = self.tree.evaluate(flat, xs.repeat_interleave(T, dim=0))  # (B * T, n)
+        return each.view(B, T, n).sum(dim=1) / math.sqrt(T)
+
+    @property
+    def normaliser(self) -> float:
+        return 1.0
