@@ -28,11 +28,15 @@ class Relu2NN(Task):
     def sample_functions(
         self, batch_size: int, active_dims: int, generator: torch.Generator
     ) -> FunctionParams:
-        r = int(self.opts["hidden"])
-        w1 = torch.randn(batch_size, self.n_dims, r, generator=generator)
-        w1[:, active_dims:, :] = 0.0
-        w2 = torch.randn(batch_size, r, generator=generator)
+        w1 = self._first_layer(batch_size, active_dims, generator)
+        w2 = torch.randn(batch_size, int(self.opts["hidden"]), generator=generator)
         return {"w1": w1, "w2": w2}
+
+    def _first_layer(self, batch_size: int, active_dims: int, generator: torch.Generator) -> Tensor:
+        """``W_1`` (B, d, r), zero on the inactive input dimensions."""
+        w1 = torch.randn(batch_size, self.n_dims, int(self.opts["hidden"]), generator=generator)
+        w1[:, active_dims:, :] = 0.0
+        return w1
 
     def evaluate(self, params: FunctionParams, xs: Tensor) -> Tensor:
         r = params["w2"].shape[1]
@@ -45,7 +49,7 @@ class Relu2NN(Task):
 
 
 @TASKS.register("relu_3nn")
-class Relu3NN(Task):
+class Relu3NN(Relu2NN):
     """Three-layer ReLU networks with ``relu_2nn``'s variance scaling, ``Var(y) = d``.
 
     ``y = sqrt(2 / r) * sum_k a_k relu(h_k)``, ``h = sqrt(2 / r) * W_2 relu(W_1 x)``, with ``W_1``
@@ -56,19 +60,11 @@ class Relu3NN(Task):
     ``relu_2nn`` (He scaling). Errors are divided by ``d``.
     """
 
-    options = {"hidden": 100}
-
-    def __init__(self, n_dims: int, **options: object) -> None:
-        super().__init__(n_dims, **options)
-        if int(self.opts["hidden"]) < 1:
-            raise ValueError(f"hidden must be >= 1, got {self.opts['hidden']}")
-
     def sample_functions(
         self, batch_size: int, active_dims: int, generator: torch.Generator
     ) -> FunctionParams:
         r = int(self.opts["hidden"])
-        w1 = torch.randn(batch_size, self.n_dims, r, generator=generator)
-        w1[:, active_dims:, :] = 0.0
+        w1 = self._first_layer(batch_size, active_dims, generator)
         w2 = torch.randn(batch_size, r, r, generator=generator)
         w3 = torch.randn(batch_size, r, generator=generator)
         return {"w1": w1, "w2": w2, "w3": w3}
@@ -79,7 +75,3 @@ class Relu3NN(Task):
         h1 = torch.relu(torch.bmm(xs, params["w1"]))  # (B, n, r)
         h2 = torch.relu(scale * torch.bmm(h1, params["w2"]))  # (B, n, r)
         return scale * torch.einsum("bnr,br->bn", h2, params["w3"])
-
-    @property
-    def normaliser(self) -> float:
-        return float(self.n_dims)
