@@ -86,14 +86,16 @@ def conv_flops(T: int, n: int, hs: int, o: dict) -> int:
 
 def learned_spans(Bsz: int, H: int, n_chunks: int, per_chunk: int) -> list[tuple[int, int]]:
     """(rows, chunks) of each span of design (b): the batch and then the chunks are cut so that a
-    span's within-chunk weights (rows x chunks x per_chunk numbers) fit a quarter of
-    WORK_ELEMENTS (the rule stated in iclbench.attention.nystrom.learned_spans)."""
-    budget = _blocks.WORK_ELEMENTS // 4
+    span's intermediates (rows x chunks x per_chunk numbers) fit WORK_ELEMENTS, with at most
+    MAX_SPAN_CHUNKS chunks (the rule stated in iclbench.attention.nystrom.learned_spans)."""
+    from iclbench.attention.nystrom import MAX_SPAN_CHUNKS
+
+    budget = _blocks.WORK_ELEMENTS
     rows = max(1, budget // (n_chunks * per_chunk))
     spans = []
     for b0 in range(0, Bsz, rows):
         b = min(rows, Bsz - b0)
-        k = max(1, budget // (b * per_chunk))
+        k = min(MAX_SPAN_CHUNKS, max(1, budget // (b * per_chunk)))
         spans += [(b, min(k, n_chunks - c0)) for c0 in range(0, n_chunks, k)]
     return spans
 
@@ -103,19 +105,19 @@ def nystrom_learned_core(T: int, Bsz: int, H: int, hs: int, o: dict) -> int:
     to whole chunks.
 
     Per head, once: ``Ql Kl^T`` (m^2 hs) and its pseudo-inverse. Per (padded) position: its key
-    against the landmarks (m hs), its share of the chunk's landmark sums ``e^T [V, 1]`` (numerator
-    and denominator, m (hs + 1)), its query against the landmarks (m hs) times ``pinv`` (m^2), the
-    within-chunk PV (C hs), and the carried numerators read by the position (m hs). Per span of K
-    chunks: the carried numerators and denominators of K + 1 chunk starts from K chunk sums
-    (m (K + 1) K (hs + 1)). Not matrix products, so not counted (the convention): the within-chunk
-    weights, their sums over keys and their contraction over landmarks (C m each per position).
+    against the landmarks (m hs), its share of the chunk's landmark numerators ``e^T V`` (m hs),
+    its query against the landmarks (m hs) times ``pinv`` (m^2), the within-chunk weights
+    ``G e^T`` (C m) and their PV (C hs), and the carried numerators read by the position (m hs).
+    Per span of K chunks: the carried numerators and denominators of K + 1 chunk starts from K
+    chunk sums (m (K + 1) K (hs + 1)). Random inputs never take the exact path of a clamped
+    chunk, which these counts leave out.
     """
     m, C = o["landmarks"], min(o["chunk"], T)
     nc = math.ceil(T / C)
     once = H * (m * m * hs + pinv_macs(m, o["pinv_iterations"]))
-    per_position = 4 * m * hs + m + m * m + C * hs
+    per_position = 4 * m * hs + m * m + C * m + C * hs
     carry = sum(b * H * m * (k + 1) * k * (hs + 1)
-                for b, k in learned_spans(Bsz, H, nc, H * C * C * m))
+                for b, k in learned_spans(Bsz, H, nc, H * C * (C + 3 * m + 2 * hs)))
     return 2 * (once + Bsz * H * nc * C * per_position + carry) + conv_flops(T, Bsz * H, hs, o)
 
 

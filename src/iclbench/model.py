@@ -27,6 +27,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
 from iclbench.attention import build_attention
+from iclbench.attention.base import Attention
 
 
 @dataclass(frozen=True)
@@ -121,14 +122,17 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def _init_weights(self, generator: torch.Generator | None) -> None:
-        # GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)
+        # GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer);
+        # an attention variant may ask for another std for its own parameters (Attention.init_std)
+        own = {f"{prefix}.{param}": std for prefix, module in self.named_modules()
+               if isinstance(module, Attention) for param, std in module.init_std.items()}
         for name, p in self.named_parameters():
             if name.endswith("bias"):
                 nn.init.zeros_(p)
             elif "ln" in name:
                 nn.init.ones_(p)
             else:
-                std = 0.02
+                std = own.get(name, 0.02)
                 if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
                     std /= math.sqrt(2 * self.spec.n_layer)
                 nn.init.normal_(p, mean=0.0, std=std, generator=generator)

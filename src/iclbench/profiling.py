@@ -196,6 +196,13 @@ def _addbmm_flop(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *args: An
     return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
 
 
+@flop_formula("aten::baddbmm_")
+def _baddbmm_inplace_flop(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *args: Any,
+                          out_val: Any = None, **kwargs: Any) -> int:
+    """``acc += a @ b`` in place (torch's registry counts only the out-of-place ``baddbmm``)."""
+    return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+
 def _custom_mapping() -> dict[Any, FlopFormula]:
     mapping: dict[Any, FlopFormula] = {}
     for name, formula in FLOP_FORMULAS.items():

@@ -61,14 +61,27 @@ def local_and_summary_attention(q: Tensor, k: Tensor, v: Tensor, sk: Tensor, sv:
     stands for block r); sv: (n, nb, R, hs) or (n, 1, R, hs) summary values as seen by each block;
     local_mask (s, s) and summary_mask (nb, R) from :func:`block_masks` (rows of these blocks).
     Logits are ``scale * q . k`` plus the masks. Returns (n, nb, s, hs) in the inputs' dtype.
+
+    The two parts' logits stay in two tensors under one shared max and normaliser (no
+    concatenated copy), exponentiated in place at inference: the largest intermediates are the
+    logits themselves, (s + R) numbers per query.
     """
     n, nb, s, hs = q.shape
     R = sk.shape[1]
-    # logits of both parts side by side, so that one softmax normalises them together
-    local = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(local_mask)  # (n, nb, s, s)
-    summ = (q.reshape(n, nb * s, hs) @ sk.transpose(-1, -2)).view(n, nb, s, R)
-    summ.mul_(scale).add_(summary_mask[:, None, :])
-    p = torch.cat((local, summ), dim=-1)
-    del local, summ
-    p = torch.softmax(p, dim=-1)
-    return torch.matmul(p[..., :s], v).add_(torch.matmul(p[..., s:], sv))
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, sk, sv))
+    q3 = q.reshape(n * nb, s, hs)
+    # scale * q k^T + mask in one product each (the masks broadcast over heads)
+    local = torch.baddbmm(local_mask.to(q.dtype), q3, k.reshape(n * nb, s, hs).transpose(1, 2), alpha=scale)
+    keys = sk.transpose(1, 2)[:, None].expand(n, nb, hs, R).reshape(n * nb, hs, R)
+    summ = torch.baddbmm(summary_mask.to(q.dtype)[:, None].repeat(n, 1, 1), q3, keys, alpha=scale)
+    top = torch.maximum(local.amax(-1, keepdim=True), summ.amax(-1, keepdim=True))
+    if grad:
+        local, summ = (local - top).exp(), (summ - top).exp()
+    else:
+        local, summ = local.sub_(top).exp_(), summ.sub_(top).exp_()
+    den = local.sum(-1, keepdim=True) + summ.sum(-1, keepdim=True)
+    values = sv.expand(n, nb, R, hs).reshape(n * nb, R, hs)
+    y = torch.bmm(local, v.reshape(n * nb, s, hs))
+    if grad:
+        return (torch.baddbmm(y, summ, values) / den).view(n, nb, s, hs)
+    return y.baddbmm_(summ, values).div_(den).view(n, nb, s, hs)

@@ -26,6 +26,9 @@ class Attention(nn.Module):
     approximates_softmax: ClassVar[bool] = False
     #: True where the variant's cost grows slower than T^2 (tests fit the FLOPs exponent)
     subquadratic: ClassVar[bool] = False
+    #: parameter name -> std of its N(0, std) initialisation where it differs from the model's
+    #: N(0, 0.02) (``Decoder`` draws every parameter from its seeded generator)
+    init_std: ClassVar[Mapping[str, float]] = {}
 
     def __init__(self, n_head: int, head_dim: int, **options: Any) -> None:
         super().__init__()

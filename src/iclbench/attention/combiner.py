@@ -78,7 +78,7 @@ class CombinerAttention(Attention):
             w = torch.softmax(torch.einsum("nbd,nbsd->nbs", sq, kh), dim=-1)
             sv = torch.einsum("nbs,nbsd->nbd", w, vh)  # (n, nb, hs)
             n = qh.shape[0]
-            for blocks in chunks(nb, n * s * (s + nb)):
+            for blocks in chunks(nb, n * s * (s + nb + hs)):  # logits and output
                 out[heads, blocks] = local_and_summary_attention(
                     qh[:, blocks], kh[:, blocks], vh[:, blocks], sk, sv[:, None], local_mask,
                     summary_mask[blocks], scale,
