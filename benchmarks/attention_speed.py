@@ -34,6 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils import benchmark
 
 from iclbench.attention import _blocks, build_attention
+from iclbench.runtime import keep_freed_memory
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 _TRAINED = yaml.safe_load(CONFIG.read_text())["variants"].get("nystrom") or {}
@@ -78,6 +79,7 @@ def main() -> None:
     ap.add_argument("--min-run-time", type=float, default=2.0, help="seconds per measurement")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as every pipeline job does (iclbench.runtime)
     if args.work_elements:
         _blocks.WORK_ELEMENTS = args.work_elements
     variants = [("softmax", "softmax", {}),

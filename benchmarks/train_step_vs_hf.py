@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.benchmark import Timer
 
 from iclbench.model import Decoder, ModelSpec
+from iclbench.runtime import keep_freed_memory
 
 # (name, n_dims, points, n_embd, n_layer, n_head, grad_clip): the default config's model at its
 # longest prompt (26 points) and the paper's standard model at linear regression's 41 points
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="default,paper", help="comma-separated: default, paper")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as every pipeline job does (iclbench.runtime)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, CPU, "
           f"{args.threads} threads, batch {args.batch}")
     wanted = args.sizes.split(",")

@@ -8,6 +8,7 @@ The oracles are plain formulas from the model's shape (SPEC section 2) with the 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from iclbench.figures import FIGURES
 from iclbench.jobs import aggregate_profile, profile_model
 from iclbench.model import ModelSpec
 from iclbench.profiling import (
-    FLOP_FORMULAS, ProfileSpec, build_model, count_flops, crossovers, fitted_exponent,
+    FLOP_FORMULAS, ProfileSpec, build_model, count_flops, crossovers, fitted_exponent, warm_up,
     profile_variant,
 )
 from iclbench.results import PROFILE, read_parquet
@@ -305,10 +306,19 @@ def test_rows_complete_for_every_variant(smoke_config: dict, tmp_path: Path) -> 
     assert set(df["context_tokens"]) >= set(params["train_tokens"])
 
 
+def test_warm_up_calls_at_least_once_and_until_the_time_is_spent() -> None:
+    calls: list[float] = []
+    assert warm_up(lambda: calls.append(time.perf_counter()), 0.0) == 1 and len(calls) == 1
+    start = time.perf_counter()
+    n = warm_up(lambda: calls.append(time.perf_counter()), 0.02)
+    assert n == len(calls) - 1 >= 1
+    assert calls[-1] - start >= 0.0 and time.perf_counter() - start >= 0.02
+
+
 def test_grid_caps_batch_tokens_but_keeps_every_length() -> None:
     spec = ProfileSpec.from_dict({"context_tokens": [128, 8192], "batch_sizes": [64, 1],
                                   "max_batch_tokens": 8192, "min_run_time": 0.1, "replicates": 3,
-                                  "dtype": "float32", "device": "cpu"}, [22])
+                                  "warmup": 0, "dtype": "float32", "device": "cpu"}, [22])
     assert spec.grid() == [(1, 22), (64, 22), (1, 128), (64, 128), (1, 8192)]
 
 
@@ -327,6 +337,7 @@ def test_bad_profile_config_names_the_key(smoke_config: dict, key: str, value: o
 def test_cuda_profile_synchronises_and_measures_memory() -> None:
     spec = ProfileSpec.from_dict({"context_tokens": [64, 256], "batch_sizes": [1],
                                   "max_batch_tokens": 256, "min_run_time": 0.05, "replicates": 3,
+                                  "warmup": 0.2,
                                   "dtype": "float32", "device": "cuda"})
     df = profile_variant("softmax", "trained", {}, SPEC, spec, torch.device("cuda"), 1)
     assert (df["device"].str.startswith("cuda")).all()

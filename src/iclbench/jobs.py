@@ -21,10 +21,18 @@ from iclbench.curriculum import Schedule
 from iclbench.evaluate import evaluate, load_prompts, make_prompts, model_predictor, save_prompts
 from iclbench.model import ModelSpec, load_model
 from iclbench.results import ICL_ERRORS, PROFILE, read_parquet, tidy, write_json, write_parquet
+from iclbench.runtime import keep_freed_memory
 from iclbench.tasks import build_task
 from iclbench.variants import get_variant
 
 log = logging.getLogger("iclbench")
+
+
+def _torch_job(threads: int) -> None:
+    """What every job that runs torch does first: its thread count, and malloc kept from
+    returning freed memory to the OS (:mod:`iclbench.runtime`; no page fault per forward)."""
+    torch.set_num_threads(threads)
+    keep_freed_memory()
 
 
 def _task(name: str, raw: Mapping[str, Any], n_dims: int) -> tuple[TaskConfig, Any]:
@@ -69,7 +77,7 @@ def train_model(
     With ``checkpoint_path``, training checkpoints there every ``train.checkpoint_every`` steps,
     resumes from it if present, and deletes it once the outputs are written.
     """
-    torch.set_num_threads(threads)
+    _torch_job(threads)
     n_dims = int(params["n_dims"])
     cfg, fn_class = _task(task, params["task"], n_dims)
     model_cfg = ModelConfig.from_dict(params["model"])
@@ -113,7 +121,7 @@ def evaluate_model(
     model_path: str | Path, prompt_paths: Sequence[str | Path], output: str | Path,
 ) -> None:
     """Score a trained model (``mode=trained``) or a softmax model with ``variant`` swapped in."""
-    torch.set_num_threads(threads)
+    _torch_job(threads)
     device = resolve_device(str(params["device"]))
     ev = EvalConfig.from_dict(params["eval"])
     model = load_model(model_path, device)
@@ -137,7 +145,7 @@ def evaluate_baseline(
 ) -> None:
     from iclbench.baselines import BASELINES, build_baseline
 
-    torch.set_num_threads(threads)
+    _torch_job(threads)
     ev = EvalConfig.from_dict(params["eval"])
     if not BASELINES.get(baseline).applies_to(task):
         raise ValueError(f"baseline {baseline!r} does not apply to task {task!r}")

@@ -19,10 +19,12 @@ Conventions (stated in the README too):
   count what they compute: the full square even when a mask is applied afterwards. Ops that look
   like arithmetic but have no formula are reported (a warning and the ``uncounted_ops`` column);
   :func:`flop_formula` adds one.
-- **Latency**: ``torch.utils.benchmark.Timer`` with the thread count set explicitly; its block-size
-  estimation runs the forward untimed first (the warm-up), ``blocked_autorange`` then times blocks
-  for ``min_run_time`` seconds, topped up to ``replicates`` blocks; median and interquartile range
-  per forward. The Timer synchronises CUDA around each block.
+- **Latency**: ``torch.utils.benchmark.Timer`` with the thread count set explicitly. Untimed
+  forwards run first for ``warmup`` seconds (at least one): the first seconds at a new shape run
+  slower (the allocator and caches settle; measured: a learned-landmark Nystrom core at 8192 tokens
+  took 10.7 ms per call in its first second and 8.4 ms from the third on). ``blocked_autorange``
+  then times blocks for ``min_run_time`` seconds, topped up to ``replicates`` blocks; median and
+  interquartile range per forward. The Timer synchronises CUDA around each block.
 - **Peak memory**: the peak of bytes held by torch's allocator during one forward (the untimed one
   whose FLOPs are counted), above what was held just before it (weights and inputs excluded: this
   is the forward's working memory). On CUDA
@@ -276,12 +278,30 @@ class Timing:
     n_blocks: int  # timed blocks behind the median
 
 
-def time_call(fn: Callable[[], Any], threads: int, min_run_time: float, replicates: int) -> Timing:
-    """Median and IQR of one call of ``fn`` with ``torch.utils.benchmark.Timer``."""
+def warm_up(fn: Callable[[], Any], seconds: float, device: torch.device | None = None) -> int:
+    """Call ``fn`` untimed until ``seconds`` have passed (at least once); returns the calls made.
+    On CUDA each call is synchronised, so the clock measures work done, not work queued."""
+    import time
+
+    start, calls = time.perf_counter(), 0
+    while calls == 0 or time.perf_counter() - start < seconds:
+        fn()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        calls += 1
+    return calls
+
+
+def time_call(fn: Callable[[], Any], threads: int, min_run_time: float, replicates: int,
+              warmup: float = 0.0, device: torch.device | None = None) -> Timing:
+    """Median and IQR of one call of ``fn`` with ``torch.utils.benchmark.Timer``, after
+    ``warmup`` seconds of untimed calls (:func:`warm_up`; none when 0)."""
     from torch.utils.benchmark import Measurement, Timer
 
+    if warmup > 0:
+        warm_up(fn, warmup, device)
     timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    first = timer.blocked_autorange(min_run_time=min_run_time)  # estimates the block: warm-up
+    first = timer.blocked_autorange(min_run_time=min_run_time)  # also estimates the block size
     extra = [timer.timeit(first.number_per_run)
              for _ in range(max(0, replicates - len(first.raw_times)))]
     m = Measurement.merge([first, *extra])[0]
@@ -328,6 +348,7 @@ class ProfileSpec:
     replicates: int
     dtype: str
     device: str
+    warmup: float  # seconds of untimed forwards before each measurement
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], train_tokens: Iterable[int] = ()) -> ProfileSpec:
@@ -339,7 +360,8 @@ class ProfileSpec:
             raise ValueError(f"profile.dtype: {raw['dtype']!r}; known are: {', '.join(DTYPES)}")
         return cls(tuple(tokens), tuple(sorted({int(b) for b in raw["batch_sizes"]})),
                    int(raw["max_batch_tokens"]), float(raw["min_run_time"]),
-                   int(raw["replicates"]), str(raw["dtype"]), str(raw["device"]))
+                   int(raw["replicates"]), str(raw["dtype"]), str(raw["device"]),
+                   float(raw["warmup"]))
 
     def grid(self) -> list[tuple[int, int]]:
         """(batch, tokens) pairs: batch x tokens within the cap; each length at least once."""
@@ -378,8 +400,13 @@ def build_model(variant: str, mode: str, options: Mapping[str, Any], base: Model
 
 def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: ModelSpec,
                     spec: ProfileSpec, device: torch.device, threads: int) -> pd.DataFrame:
-    """One row per (batch, tokens) of :meth:`ProfileSpec.grid` (columns: ``results.PROFILE``)."""
+    """One row per (batch, tokens) of :meth:`ProfileSpec.grid` (columns: ``results.PROFILE``).
+
+    Sets ``threads`` and keeps malloc from returning memory (:mod:`iclbench.runtime`) first."""
+    from iclbench.runtime import keep_freed_memory
+
     torch.set_num_threads(threads)
+    keep_freed_memory()
     dtype = DTYPES[spec.dtype]
     longest = max(spec.context_tokens)
     # a position table long enough for the longest length: cost does not depend on the weights
@@ -402,7 +429,8 @@ def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: M
         counts: list[FlopCount] = []
         mem, mem_method = peak_memory(lambda: counts.append(count_flops(forward)), device)
         flops = counts[0]
-        timing = time_call(forward, threads, spec.min_run_time, spec.replicates)
+        timing = time_call(forward, threads, spec.min_run_time, spec.replicates, spec.warmup,
+                           device)
         log.info("%s/%s B=%d T=%d: %.3g FLOPs, %.4g s (IQR %.2g, %d blocks), %.3g MB",
                  variant, mode, batch, tokens, flops.total, timing.median, timing.iqr,
                  timing.n_blocks, mem / 2**20)
