@@ -6,8 +6,10 @@ The reference is Garg et al.'s ``TransformerModel`` (dtsip/in-context-learning, 
 at the x tokens, and its ``train_step`` (Adam, zero_grad, MSE, backward, step). Ours is the body of
 the loop in ``iclbench.train.train`` (fused Adam, normalised MSE, gradient clipping as configured).
 Both on the same fixed batch (sampling excluded), CPU, timed with ``torch.utils.benchmark.Timer``
-(median of blocks after warm-up). Prints seconds per step and the ratio reference / ours (> 1:
-ours is faster), for HF's default attention implementation and for its eager one (the 2022 code's).
+(median of blocks after warm-up; the models take turns over ``--rounds`` rounds and the median
+round is reported, so a machine whose speed drifts slows each alike). Prints seconds per step and
+the ratio reference / ours (> 1: ours is faster), for HF's default attention implementation and
+for its eager one (the 2022 code's).
 
 Needs the benchmark extra: ``pip install -e '.[bench]'``.
 
@@ -17,6 +19,7 @@ Needs the benchmark extra: ``pip install -e '.[bench]'``.
 from __future__ import annotations
 
 import argparse
+import statistics
 from collections.abc import Callable
 
 import torch
@@ -97,12 +100,12 @@ def our_step(model: Decoder, xs: torch.Tensor, ys: torch.Tensor, grad_clip: floa
     return step
 
 
-def seconds(step: Callable[[], float], threads: int, min_run_time: float) -> tuple[float, float]:
-    for _ in range(3):  # warm-up
+def seconds(step: Callable[[], float], threads: int, min_run_time: float) -> float:
+    """Median seconds per step over ``min_run_time`` of blocks, after 3 warm-up steps."""
+    for _ in range(3):
         step()
-    m = Timer("step()", globals={"step": step}, num_threads=threads).blocked_autorange(
-        min_run_time=min_run_time)
-    return m.median, m.iqr
+    return Timer("step()", globals={"step": step}, num_threads=threads).blocked_autorange(
+        min_run_time=min_run_time).median
 
 
 def main() -> None:
@@ -112,12 +115,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--min-run-time", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved measurements of each model (a drifting machine then "
+                             "slows every model alike); the median is reported")
     parser.add_argument("--sizes", default="default,paper", help="comma-separated: default, paper")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as every pipeline job does (iclbench.runtime)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, CPU, "
-          f"{args.threads} threads, batch {args.batch}")
+          f"{args.threads} threads, batch {args.batch}, {args.rounds} interleaved rounds of "
+          f"{args.min_run_time} s per model")
     wanted = args.sizes.split(",")
     for name, d, points, n_embd, n_layer, n_head, clip in SIZES:
         if name.split()[0] not in wanted:
@@ -127,19 +134,23 @@ def main() -> None:
         ys = torch.randn(args.batch, points, generator=g)
         ours = Decoder(ModelSpec(d, 2 * points, n_embd, n_layer, n_head),
                        generator=torch.Generator().manual_seed(0))
-        t_ours, iqr_ours = seconds(our_step(ours, xs, ys, clip, float(d)), args.threads,
-                                   args.min_run_time)
-        print(f"{name}: ours {t_ours * 1e3:.1f} ms/step (IQR {iqr_ours * 1e3:.1f}, grad clip "
-              f"{clip})", flush=True)
+        steps = {f"ours (grad clip {clip})": our_step(ours, xs, ys, clip, float(d))}
         for impl in (None, "eager"):
             torch.manual_seed(0)
             ref = ReferenceModel(d, points, n_embd, n_layer, n_head, impl)
-            label = f"HF GPT2Model ({ref._backbone.config._attn_implementation})"
-            t_ref, iqr_ref = seconds(reference_step(ref, xs, ys), args.threads,
-                                     args.min_run_time)
-            print(f"{name}: {label} {t_ref * 1e3:.1f} ms/step (IQR {iqr_ref * 1e3:.1f}); "
-                  f"ratio reference/ours = {t_ref / t_ours:.2f}x", flush=True)
-
+            steps[f"HF GPT2Model ({ref._backbone.config._attn_implementation})"] = \
+                reference_step(ref, xs, ys)
+        times: dict[str, list[float]] = {label: [] for label in steps}
+        for _ in range(args.rounds):
+            for label, step in steps.items():
+                times[label].append(seconds(step, args.threads, args.min_run_time))
+        med = {label: statistics.median(t) for label, t in times.items()}
+        ours_label = next(iter(steps))
+        for label, t in times.items():
+            ratio = "" if label == ours_label else \
+                f"; ratio reference/ours = {med[label] / med[ours_label]:.2f}x"
+            print(f"{name}: {label} {med[label] * 1e3:.1f} ms/step (rounds {min(t) * 1e3:.1f}-"
+                  f"{max(t) * 1e3:.1f}){ratio}", flush=True)
 
 if __name__ == "__main__":
     main()
