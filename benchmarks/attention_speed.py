@@ -34,6 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils import benchmark
 
 from iclbench.attention import _blocks, build_attention
+from iclbench.profiling import warm_up
 from iclbench.runtime import keep_freed_memory
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
@@ -77,6 +78,7 @@ def main() -> None:
                     help="override iclbench.attention._blocks.WORK_ELEMENTS (chunk size: memory "
                          "against per-op overhead)")
     ap.add_argument("--min-run-time", type=float, default=2.0, help="seconds per measurement")
+    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of untimed calls first")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as every pipeline job does (iclbench.runtime)
@@ -114,7 +116,7 @@ def main() -> None:
                            for _ in range(3))
                 fn = lambda core=core, q=q, k=k, v=v: core(q, k, v)  # noqa: E731
             with torch.inference_mode():
-                fn()  # warm-up
+                warm_up(fn, args.warmup)  # the first second at a new shape runs slower
                 m = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=args.threads,
                                     label=label).blocked_autorange(min_run_time=args.min_run_time)
                 peak = peak_bytes(fn)

@@ -300,6 +300,29 @@ def test_nystrom_learned_position_does_not_depend_on_total_length() -> None:
                                    core(q[:, :, :13], k[:, :, :13], v[:, :, :13]))
 
 
+def test_nystrom_learned_pinv_cache_follows_the_landmarks() -> None:
+    """Without autograd the landmarks' pseudo-inverse is computed once and reused, and is
+    recomputed after an optimiser step or a load_state_dict changes the landmarks."""
+    core = learned_core({"landmarks": 4, "chunk": 8})
+    q, k, v = qkv(20)
+    y_grad = core(q, k, v)  # autograd on: no cache
+    assert core._pinv_key is None
+    with torch.no_grad():
+        y1 = core(q, k, v)
+        key = core._pinv_key
+        assert torch.equal(core(q, k, v), y1) and core._pinv_key == key
+    assert torch.equal(y1, y_grad.detach())  # the cached pinv is the one autograd computes
+    y_grad.sum().backward()
+    torch.optim.SGD(core.parameters(), lr=0.5).step()
+    with torch.inference_mode():
+        y2 = core(q, k, v)
+    assert core._pinv_key != key and not torch.equal(y2, y1)
+    fresh = learned_core({"landmarks": 4, "chunk": 8})
+    fresh.load_state_dict(core.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh(q, k, v), y2)
+
+
 def test_nystrom_learned_landmarks_follow_the_model_seed() -> None:
     """The landmarks are parameters of the model: drawn from its generator, saved with it."""
     spec = ModelSpec(n_dims=4, n_positions=32, n_embd=32, n_layer=2, n_head=H,

@@ -300,8 +300,14 @@ def exact_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Tenso
     return (p @ v).add_((g * decay) @ acc[:, :, :K, :, :hs])
 
 
+def landmark_pinv(ql: Tensor, kl: Tensor, iterations: int) -> Tensor:
+    """``pinv(softmax(Ql Kl^T / sqrt(hs)))`` per head (H, m, m) of learned landmarks (H, m, hs)."""
+    scale = ql.shape[-1] ** -0.5
+    return iterative_pinv(torch.softmax((ql * scale) @ kl.transpose(-1, -2), dim=-1), iterations)
+
+
 def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, iterations: int,
-                      chunk: int) -> Tensor:
+                      chunk: int, z: Tensor | None = None) -> Tensor:
     """Design (b): ``softmax(q_i Kl^T) pinv(softmax(Ql Kl^T)) B_i`` with
     ``B_i[l] = sum_{j <= i} softmax_j(ql_l . k_j) v_j`` (scaled by 1/sqrt(hs) inside the softmaxes).
 
@@ -309,7 +315,8 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     chunks of ``min(chunk, T)`` positions (zero-padded at the end; padded keys come after every
     real query), processed a span of chunks at a time (:func:`learned_span`); a span's largest
     intermediates, about ``C + 3 m + 2 hs`` numbers per position and head, fit
-    :data:`iclbench.attention._blocks.WORK_ELEMENTS`.
+    :data:`iclbench.attention._blocks.WORK_ELEMENTS`. ``z``: :func:`landmark_pinv` of ``ql, kl``
+    if already known (it depends on the landmarks only), else computed here.
     """
     Bsz, H, T, hs = q.shape
     m = ql.shape[1]
@@ -318,8 +325,9 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     qb, kb, vb = (to_blocks(t.reshape(Bsz * H, T, hs), C).view(Bsz, H, nc, C, hs)
                   for t in (q, k, v))
     scale = hs**-0.5
+    if z is None:
+        z = landmark_pinv(ql, kl, iterations)
     ql = ql * scale
-    z = iterative_pinv(torch.softmax(ql @ kl.transpose(-1, -2), dim=-1), iterations)
     kl = kl * scale  # for the queries' logits
     out = qb.new_empty(Bsz, H, nc, C, hs)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
@@ -378,6 +386,8 @@ class NystromAttention(Attention):
             # its seeded generator with the same std, init_std)
             self.landmark_q = nn.Parameter(torch.randn(n_head, m, head_dim) * LANDMARK_INIT_STD)
             self.landmark_k = nn.Parameter(torch.randn(n_head, m, head_dim) * LANDMARK_INIT_STD)
+        self._pinv: Tensor | None = None  # see _cached_pinv
+        self._pinv_key: tuple[Any, ...] | None = None
 
     @classmethod
     def check_swap(cls, options: Mapping[str, Any]) -> None:
@@ -393,7 +403,7 @@ class NystromAttention(Attention):
         if self.opts["landmarks_source"] == "learned":
             y = learned_attention(q.to(work), k.to(work), v.to(work), self.landmark_q.to(work),
                                   self.landmark_k.to(work), self.opts["pinv_iterations"],
-                                  self.opts["chunk"])
+                                  self.opts["chunk"], self._cached_pinv(work))
         else:
             y = self._segments(q, k, v, work)
         if self.conv is not None:
@@ -401,6 +411,21 @@ class NystromAttention(Attention):
             padded = F.pad(v.to(work), (0, 0, kernel - 1, 0))  # left only: causal
             y = y + F.conv2d(padded, self.conv.to(work), groups=self.n_head)
         return y.to(q.dtype)
+
+    def _cached_pinv(self, work: torch.dtype) -> Tensor | None:
+        """The landmarks' pseudo-inverse when autograd is off (evaluation, profiling), computed
+        once and reused while the landmarks are unchanged (keyed on their storage and version
+        counters, which every in-place update such as an optimiser step or ``load_state_dict``
+        bumps); None while autograd is on (training computes it in every forward)."""
+        if torch.is_grad_enabled():
+            return None
+        ql, kl = self.landmark_q, self.landmark_k
+        key = (ql._version, kl._version, ql.data_ptr(), kl.data_ptr(), work, ql.device)
+        if self._pinv_key != key:
+            with torch.no_grad():
+                self._pinv = landmark_pinv(ql.to(work), kl.to(work), self.opts["pinv_iterations"])
+            self._pinv_key = key
+        return self._pinv
 
     def _segments(self, q: Tensor, k: Tensor, v: Tensor, work: torch.dtype) -> Tensor:
         B, H, T, hs = q.shape
