@@ -101,11 +101,14 @@ def learned_spans(Bsz: int, H: int, n_chunks: int, per_chunk: int) -> list[tuple
     return spans
 
 
-def nystrom_learned_core(T: int, Bsz: int, H: int, hs: int, o: dict) -> int:
+def nystrom_learned_core(T: int, Bsz: int, H: int, hs: int, o: dict,
+                         first_forward: bool = False) -> int:
     """Design (b): ``m`` learned landmarks, chunks of ``C = min(chunk, T)``, ``Tp`` = T rounded up
     to whole chunks.
 
-    Per head, once: ``Ql Kl^T`` (m^2 hs) and its pseudo-inverse. Per (padded) position: its key
+    Per head, once per model (not per forward without autograd: the landmarks' pseudo-inverse
+    is cached, and the profile stage counts a second forward): ``Ql Kl^T`` (m^2 hs) and its
+    pseudo-inverse, counted only with ``first_forward``. Per (padded) position: its key
     against the landmarks (m hs), its share of the chunk's landmark numerators ``e^T V`` (m hs),
     its query against the landmarks (m hs) times ``pinv`` (m^2), the within-chunk weights
     ``G e^T`` (C m) and their PV (C hs), and the carried numerators read by the position (m hs).
@@ -115,7 +118,7 @@ def nystrom_learned_core(T: int, Bsz: int, H: int, hs: int, o: dict) -> int:
     """
     m, C = o["landmarks"], min(o["chunk"], T)
     nc = math.ceil(T / C)
-    once = H * (m * m * hs + pinv_macs(m, o["pinv_iterations"]))
+    once = H * (m * m * hs + pinv_macs(m, o["pinv_iterations"])) if first_forward else 0
     per_position = 4 * m * hs + m * m + C * m + C * hs
     carry = sum(b * H * m * (k + 1) * k * (hs + 1)
                 for b, k in learned_spans(Bsz, H, nc, H * C * (C + 3 * m + 2 * hs)))
@@ -187,9 +190,23 @@ def test_flops_match_oracle(name: str, mode: str, tokens: int) -> None:
     xs = torch.randn(BATCH, tokens // 2, SPEC.n_dims, generator=g)
     ys = torch.randn(BATCH, tokens // 2, generator=g)
     with torch.inference_mode():
+        model(xs, ys)  # what a model does once (see profile_variant)
         count = count_flops(lambda: model(xs, ys))
     assert count.uncounted == ()
     assert count.total == ORACLES[name, mode](SPEC, tokens, BATCH), count.by_op
+
+
+def test_nystrom_learned_first_forward_also_counts_the_pseudo_inverse() -> None:
+    opts = options("nystrom", "trained")
+    assert opts["landmarks_source"] == "learned"
+    model = build_model("nystrom", "trained", opts, SPEC, torch.device("cpu"), torch.float32)
+    xs, ys = torch.randn(BATCH, 32, SPEC.n_dims), torch.randn(BATCH, 32)
+    with torch.inference_mode():
+        first, second = (count_flops(lambda: model(xs, ys)).total for _ in range(2))
+    hs = SPEC.n_embd // SPEC.n_head
+    once = SPEC.n_layer * (nystrom_learned_core(64, BATCH, SPEC.n_head, hs, opts, True)
+                           - nystrom_learned_core(64, BATCH, SPEC.n_head, hs, opts))
+    assert once > 0 and first - second == once
 
 
 def test_causal_sdpa_is_counted_as_computed() -> None:
@@ -234,6 +251,7 @@ def _attention_flops(name: str, tokens: int, opts: dict | None = None) -> int:
     attention = build_attention(name, n_head, head_dim, opts).eval()
     q, k, v = (torch.randn(1, n_head, tokens, head_dim) for _ in range(3))
     with torch.inference_mode():
+        attention(q, k, v)  # what it does once (the learned landmarks' pseudo-inverse)
         return count_flops(lambda: attention(q, k, v)).total
 
 
