@@ -317,6 +317,9 @@ def test_rows_complete_for_every_variant(smoke_config: dict, tmp_path: Path) -> 
         assert sorted(zip(g["batch_size"], g["context_tokens"])) == sorted(grid), (name, mode)
     assert len(df) == 2 * len(names) * len(grid)
     assert np.isfinite(df["latency_s"]).all() and (df["latency_s"] > 0).all()
+    assert np.isfinite(df["softmax_latency_s"]).all() and (df["softmax_latency_s"] > 0).all()
+    own = df[(df["model"] == "softmax") & (df["mode"] == "trained")]
+    assert (own["softmax_latency_s"] == own["latency_s"]).all()
     assert np.isfinite(df["latency_iqr_s"]).all() and (df["latency_iqr_s"] >= 0).all()
     assert (df["flops"] > 0).all() and (df["peak_mem_bytes"] > 0).all()
     assert (df["n_timed"] >= smoke_config["profile"]["replicates"]).all()
@@ -372,6 +375,7 @@ def _synthetic_profile() -> pd.DataFrame:
             rows.append({"model": model, "mode": mode, "context_tokens": t, "batch_size": 1,
                          "device": "cpu", "dtype": "float32", "threads": 2, "flops": int(fl),
                          "latency_s": lat, "latency_iqr_s": lat / 10, "n_timed": 5,
+                         "softmax_latency_s": 1e-8 * t * t,
                          "peak_mem_bytes": 1, "mem_method": "x", "uncounted_ops": "",
                          "n_dims": 3, "n_embd": 16, "n_layer": 1, "n_head": 2,
                          "torch_version": torch.__version__})
@@ -385,6 +389,19 @@ def test_crossover_is_where_the_variant_becomes_faster() -> None:
     assert math.isclose(row["crossover_tokens"], 400.0, rel_tol=1e-6)
     assert math.isclose(row["speedup_at_longest"], 1e-8 * 2048 / 4e-6)
     assert math.isclose(row["flop_ratio_at_longest"], 2.0 * 2048 / 800.0, rel_tol=1e-3)
+
+
+def test_crossover_uses_the_softmax_timed_in_turns() -> None:
+    """The variant's job timed softmax in turns with it: that pair gives the speed-up, not the
+    softmax job's own rows (here made 3x slower, as a drifting machine between jobs would)."""
+    prof = _synthetic_profile()
+    own = (prof["model"] == "softmax")
+    prof.loc[own, ["latency_s", "softmax_latency_s"]] *= 3.0
+    row = crossovers(prof, batch_size=1).iloc[0]
+    assert math.isclose(row["speedup_at_longest"], 1e-8 * 2048 / 4e-6)
+    assert math.isclose(row["crossover_tokens"], 400.0, rel_tol=1e-6)
+    unpaired = crossovers(prof.drop(columns="softmax_latency_s"), batch_size=1).iloc[0]
+    assert math.isclose(unpaired["speedup_at_longest"], 3 * 1e-8 * 2048 / 4e-6)
 
 
 def test_scaling_and_pareto_figures_draw() -> None:

@@ -23,8 +23,12 @@ Conventions (stated in the README too):
   forwards run first for ``warmup`` seconds (at least one): the first seconds at a new shape run
   slower (the allocator and caches settle; measured: a learned-landmark Nystrom core at 8192 tokens
   took 10.7 ms per call in its first second and 8.4 ms from the third on). ``blocked_autorange``
-  then times blocks for ``min_run_time`` seconds, topped up to ``replicates`` blocks; median and
-  interquartile range per forward. The Timer synchronises CUDA around each block.
+  estimates a block for ``min_run_time`` seconds, then ``replicates`` rounds time one block of the
+  variant and one of the trained softmax model of the same shape in turns
+  (:func:`time_in_turns`): median and interquartile range per forward of each, the softmax one as
+  ``softmax_latency_s``, the paired reference for speed-ups (a shared machine's speed drifts by
+  tens of percent between jobs; in turns both see the same machine). The Timer synchronises
+  CUDA around each block.
 - **Peak memory**: the peak of bytes held by torch's allocator during one forward (the untimed one
   whose FLOPs are counted), above what was held just before it (weights and inputs excluded: this
   is the forward's working memory). On CUDA
@@ -308,6 +312,34 @@ def time_call(fn: Callable[[], Any], threads: int, min_run_time: float, replicat
     return Timing(float(m.median), float(m.iqr), len(m.times))
 
 
+def time_in_turns(fns: Sequence[Callable[[], Any]], threads: int, min_run_time: float,
+                  rounds: int, warmup: float = 0.0, device: torch.device | None = None
+                  ) -> list[Timing]:
+    """Median and IQR of one call of each of ``fns``, timed in turns.
+
+    Each is warmed up (``warmup`` seconds) and its block size estimated with
+    ``blocked_autorange(min_run_time)``; then ``rounds`` rounds time one block of each in turn,
+    and only those blocks make the medians. A machine whose speed drifts (a shared VM: up to
+    +-40% within minutes here) then slows every ``fn`` alike, so their ratio is steadier than
+    that of measurements taken one after the other.
+    """
+    from torch.utils.benchmark import Measurement, Timer
+
+    timers, numbers = [], []
+    for fn in fns:
+        if warmup > 0:
+            warm_up(fn, warmup, device)
+        timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+        numbers.append(timer.blocked_autorange(min_run_time=min_run_time).number_per_run)
+        timers.append(timer)
+    blocks: list[list[Any]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, timer in enumerate(timers):
+            blocks[i].append(timer.timeit(numbers[i]))
+    merged = [Measurement.merge(b)[0] for b in blocks]
+    return [Timing(float(m.median), float(m.iqr), len(m.times)) for m in merged]
+
+
 def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[int, str]:
     """Peak bytes allocated during one call of ``fn`` above those held before it, and the method."""
     if device.type == "cuda":
@@ -413,6 +445,10 @@ def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: M
     base = ModelSpec(base.n_dims, max(base.n_positions, longest), base.n_embd, base.n_layer,
                      base.n_head, base.attention, base.attention_options)
     model = build_model(variant, mode, options, base, device, dtype)
+    # trained softmax, timed in turns with the variant at every point: the paired reference
+    # for speed-ups (softmax_latency_s); softmax itself is its own reference
+    reference = None if (variant, mode) == ("softmax", "trained") else \
+        build_model("softmax", "trained", {}, base, device, dtype)
     rng = generator(0, "profile-inputs")
     rows = []
     for batch, tokens in spec.grid():
@@ -420,9 +456,10 @@ def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: M
         xs = torch.randn(batch, n, base.n_dims, generator=rng).to(device, dtype)
         ys = torch.randn(batch, n, generator=rng).to(device, dtype)
 
-        def forward(xs: torch.Tensor = xs, ys: torch.Tensor = ys) -> torch.Tensor:
+        def forward(xs: torch.Tensor = xs, ys: torch.Tensor = ys,
+                    net: nn.Module = model) -> torch.Tensor:
             with torch.inference_mode():
-                return model(xs, ys)
+                return net(xs, ys)
 
         # a first forward does what a model does once (int8 weight packing, the learned Nystrom
         # landmarks' pseudo-inverse: it depends on the weights only), so that every point counts
@@ -432,16 +469,24 @@ def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: M
         counts: list[FlopCount] = []
         mem, mem_method = peak_memory(lambda: counts.append(count_flops(forward)), device)
         flops = counts[0]
-        timing = time_call(forward, threads, spec.min_run_time, spec.replicates, spec.warmup,
-                           device)
-        log.info("%s/%s B=%d T=%d: %.3g FLOPs, %.4g s (IQR %.2g, %d blocks), %.3g MB",
-                 variant, mode, batch, tokens, flops.total, timing.median, timing.iqr,
-                 timing.n_blocks, mem / 2**20)
+        fns = [forward]
+        if reference is not None:
+            forward_ref: Callable[[], torch.Tensor] = lambda xs=xs, ys=ys: forward(  # noqa: E731
+                xs, ys, reference)
+            forward_ref()  # what the model does once
+            fns.append(forward_ref)
+        timings = time_in_turns(fns, threads, spec.min_run_time, spec.replicates, spec.warmup,
+                                device)
+        timing, ref_timing = timings[0], timings[-1]
+        log.info("%s/%s B=%d T=%d: %.3g FLOPs, %.4g s (IQR %.2g, %d blocks; softmax in turns "
+                 "%.4g s), %.3g MB", variant, mode, batch, tokens, flops.total, timing.median,
+                 timing.iqr, timing.n_blocks, ref_timing.median, mem / 2**20)
         rows.append({
             "model": variant, "mode": mode, "context_tokens": tokens, "batch_size": batch,
             "device": str(device), "dtype": spec.dtype, "threads": torch.get_num_threads(),
             "flops": flops.total, "latency_s": timing.median, "latency_iqr_s": timing.iqr,
-            "n_timed": timing.n_blocks, "peak_mem_bytes": mem, "mem_method": mem_method,
+            "n_timed": timing.n_blocks, "softmax_latency_s": ref_timing.median,
+            "peak_mem_bytes": mem, "mem_method": mem_method,
             "uncounted_ops": ",".join(flops.uncounted), "n_dims": base.n_dims,
             "n_embd": base.n_embd, "n_layer": base.n_layer, "n_head": base.n_head,
             "torch_version": torch.__version__,
@@ -465,10 +510,14 @@ def crossovers(profile: pd.DataFrame, batch_size: int, reference: str = "softmax
     which the variant stays faster (interpolated log-log between the two measured lengths around
     it; NaN if it is never faster at the longest length, the shortest length if it always is),
     with the speed-up (reference latency / variant latency) and FLOP ratio (reference FLOPs /
-    variant FLOPs) at the longest length.
+    variant FLOPs) at the longest length. Against softmax the speed-up is paired: the variant's
+    job timed softmax in turns with it (``softmax_latency_s``), so drift of the machine between
+    jobs cancels; another ``reference`` is compared with its own job's latencies.
     """
     df = profile[profile["batch_size"] == batch_size]
-    df = df.groupby(["model", "mode", "context_tokens"], as_index=False)[["latency_s", "flops"]].mean()
+    paired = reference == "softmax" and "softmax_latency_s" in df.columns
+    cols = ["latency_s", "flops"] + (["softmax_latency_s"] if paired else [])
+    df = df.groupby(["model", "mode", "context_tokens"], as_index=False)[cols].mean()
     ref = df[(df["model"] == reference) & (df["mode"] == "trained")].set_index("context_tokens")
     if ref.empty:
         raise ValueError(f"crossovers: no trained {reference!r} rows at batch size {batch_size}")
@@ -480,7 +529,8 @@ def crossovers(profile: pd.DataFrame, batch_size: int, reference: str = "softmax
         common = g.index.intersection(ref.index).sort_values()
         if common.empty:
             continue
-        speedup = (ref.loc[common, "latency_s"] / g.loc[common, "latency_s"]).to_numpy()
+        ref_latency = g.loc[common, "softmax_latency_s"] if paired else ref.loc[common, "latency_s"]
+        speedup = (ref_latency / g.loc[common, "latency_s"]).to_numpy()
         t = common.to_numpy(dtype=float)
         faster = speedup > 1.0
         cross = float("nan")

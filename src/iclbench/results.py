@@ -53,6 +53,9 @@ PROFILE: dict[str, str] = {
     "latency_s": "float64",  # median seconds per forward
     "latency_iqr_s": "float64",  # interquartile range of the seconds per forward
     "n_timed": "int64",  # timed blocks behind the median
+    # the trained softmax model of the same shape, timed in turns with this one in the same job
+    # (the paired reference for speed-ups); softmax's own rows: its latency_s
+    "softmax_latency_s": "float64",
     "peak_mem_bytes": "int64",  # peak allocator bytes during a forward above those held before it
     "mem_method": "string",  # how peak_mem_bytes was measured
     "uncounted_ops": "string",  # comma-separated ops that look like matmuls but have no formula
