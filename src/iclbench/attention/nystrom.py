@@ -325,9 +325,9 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     qb, kb, vb = (to_blocks(t.reshape(Bsz * H, T, hs), C).view(Bsz, H, nc, C, hs)
                   for t in (q, k, v))
     scale = hs**-0.5
-    if z is None:
-        z = landmark_pinv(ql, kl, iterations)
     ql = ql * scale
+    if z is None:  # as landmark_pinv, from the one scaled ql (autograd sums its two uses there)
+        z = iterative_pinv(torch.softmax(ql @ kl.transpose(-1, -2), dim=-1), iterations)
     kl = kl * scale  # for the queries' logits
     out = qb.new_empty(Bsz, H, nc, C, hs)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
