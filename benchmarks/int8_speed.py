@@ -25,12 +25,11 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch import Tensor, nn
 from torch.utils.benchmark import Timer
 
-from torch import Tensor, nn
-
 from iclbench.model import Decoder, ModelSpec
-from iclbench.quant import QuantOptions, kernel_engine, prepare_qat, to_int8
+from iclbench.quant import QuantOptions, _replace_modules, kernel_engine, prepare_qat, to_int8
 from iclbench.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,11 +52,8 @@ class FreeLinear(nn.Module):
 
 def free_linears(model: nn.Module) -> nn.Module:
     """``model`` (in place) with every ``nn.Linear`` replaced by :class:`FreeLinear`."""
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.Linear):
-            setattr(model, name, FreeLinear(child.out_features))
-        else:
-            free_linears(child)
+    _replace_modules(model, lambda m: FreeLinear(m.out_features)
+                     if isinstance(m, nn.Linear) else None)
     return model
 
 

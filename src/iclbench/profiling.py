@@ -38,6 +38,7 @@ Conventions (stated in the README too):
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import tempfile
@@ -296,22 +297,6 @@ def warm_up(fn: Callable[[], Any], seconds: float, device: torch.device | None =
     return calls
 
 
-def time_call(fn: Callable[[], Any], threads: int, min_run_time: float, replicates: int,
-              warmup: float = 0.0, device: torch.device | None = None) -> Timing:
-    """Median and IQR of one call of ``fn`` with ``torch.utils.benchmark.Timer``, after
-    ``warmup`` seconds of untimed calls (:func:`warm_up`; none when 0)."""
-    from torch.utils.benchmark import Measurement, Timer
-
-    if warmup > 0:
-        warm_up(fn, warmup, device)
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    first = timer.blocked_autorange(min_run_time=min_run_time)  # also estimates the block size
-    extra = [timer.timeit(first.number_per_run)
-             for _ in range(max(0, replicates - len(first.raw_times)))]
-    m = Measurement.merge([first, *extra])[0]
-    return Timing(float(m.median), float(m.iqr), len(m.times))
-
-
 def time_in_turns(fns: Sequence[Callable[[], Any]], threads: int, min_run_time: float,
                   rounds: int, warmup: float = 0.0, device: torch.device | None = None
                   ) -> list[Timing]:
@@ -430,6 +415,11 @@ def build_model(variant: str, mode: str, options: Mapping[str, Any], base: Model
     return hook(model, options).eval()  # type: ignore[arg-type]
 
 
+def _infer(net: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return net(xs, ys)
+
+
 def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: ModelSpec,
                     spec: ProfileSpec, device: torch.device, threads: int) -> pd.DataFrame:
     """One row per (batch, tokens) of :meth:`ProfileSpec.grid` (columns: ``results.PROFILE``).
@@ -456,25 +446,17 @@ def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: M
         xs = torch.randn(batch, n, base.n_dims, generator=rng).to(device, dtype)
         ys = torch.randn(batch, n, generator=rng).to(device, dtype)
 
-        def forward(xs: torch.Tensor = xs, ys: torch.Tensor = ys,
-                    net: nn.Module = model) -> torch.Tensor:
-            with torch.inference_mode():
-                return net(xs, ys)
-
+        fns = [functools.partial(_infer, net, xs, ys)
+               for net in (model, reference) if net is not None]
         # a first forward does what a model does once (int8 weight packing, the learned Nystrom
         # landmarks' pseudo-inverse: it depends on the weights only), so that every point counts
         # a steady-state forward; the next, untimed, gives both the FLOPs and the peak memory
         # (the counter allocates no tensors)
-        forward()
+        for fn in fns:
+            fn()
         counts: list[FlopCount] = []
-        mem, mem_method = peak_memory(lambda: counts.append(count_flops(forward)), device)
+        mem, mem_method = peak_memory(lambda: counts.append(count_flops(fns[0])), device)
         flops = counts[0]
-        fns = [forward]
-        if reference is not None:
-            forward_ref: Callable[[], torch.Tensor] = lambda xs=xs, ys=ys: forward(  # noqa: E731
-                xs, ys, reference)
-            forward_ref()  # what the model does once
-            fns.append(forward_ref)
         timings = time_in_turns(fns, threads, spec.min_run_time, spec.replicates, spec.warmup,
                                 device)
         timing, ref_timing = timings[0], timings[-1]

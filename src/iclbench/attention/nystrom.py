@@ -301,9 +301,9 @@ def exact_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Tenso
 
 
 def landmark_pinv(ql: Tensor, kl: Tensor, iterations: int) -> Tensor:
-    """``pinv(softmax(Ql Kl^T / sqrt(hs)))`` per head (H, m, m) of learned landmarks (H, m, hs)."""
-    scale = ql.shape[-1] ** -0.5
-    return iterative_pinv(torch.softmax((ql * scale) @ kl.transpose(-1, -2), dim=-1), iterations)
+    """``pinv(softmax(Ql Kl^T))`` per head (H, m, m) of learned landmarks (H, m, hs), ``ql``
+    already scaled by 1/sqrt(hs)."""
+    return iterative_pinv(torch.softmax(ql @ kl.transpose(-1, -2), dim=-1), iterations)
 
 
 def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, iterations: int,
@@ -315,8 +315,8 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     chunks of ``min(chunk, T)`` positions (zero-padded at the end; padded keys come after every
     real query), processed a span of chunks at a time (:func:`learned_span`); a span's largest
     intermediates, about ``C + 3 m + 2 hs`` numbers per position and head, fit
-    :data:`iclbench.attention._blocks.WORK_ELEMENTS`. ``z``: :func:`landmark_pinv` of ``ql, kl``
-    if already known (it depends on the landmarks only), else computed here.
+    :data:`iclbench.attention._blocks.WORK_ELEMENTS`. ``z``: :func:`landmark_pinv` of the scaled
+    ``ql`` and ``kl`` if already known (it depends on the landmarks only), else computed here.
     """
     Bsz, H, T, hs = q.shape
     m = ql.shape[1]
@@ -325,9 +325,9 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     qb, kb, vb = (to_blocks(t.reshape(Bsz * H, T, hs), C).view(Bsz, H, nc, C, hs)
                   for t in (q, k, v))
     scale = hs**-0.5
-    ql = ql * scale
-    if z is None:  # as landmark_pinv, from the one scaled ql (autograd sums its two uses there)
-        z = iterative_pinv(torch.softmax(ql @ kl.transpose(-1, -2), dim=-1), iterations)
+    ql = ql * scale  # one scaled copy for both uses (autograd sums their gradients there)
+    if z is None:
+        z = landmark_pinv(ql, kl, iterations)
     kl = kl * scale  # for the queries' logits
     out = qb.new_empty(Bsz, H, nc, C, hs)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
@@ -423,7 +423,8 @@ class NystromAttention(Attention):
         key = (ql._version, kl._version, ql.data_ptr(), kl.data_ptr(), work, ql.device)
         if self._pinv_key != key:
             with torch.no_grad():
-                self._pinv = landmark_pinv(ql.to(work), kl.to(work), self.opts["pinv_iterations"])
+                self._pinv = landmark_pinv(ql.to(work) * self.head_dim**-0.5, kl.to(work),
+                                           self.opts["pinv_iterations"])
             self._pinv_key = key
         return self._pinv
 
