@@ -264,13 +264,13 @@ def test_nystrom_learned_clamped_chunk_takes_the_exact_path(
 def test_nystrom_learned_spans_carry_state_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny work budget cuts the sequence into many spans (and the batch into single rows):
     the carried state gives the same outputs as one span."""
-    from iclbench.attention import _blocks
+    from iclbench.attention import nystrom
 
     core = learned_core({"landmarks": 4, "chunk": 3})
     q, k, v = qkv(50)
     with torch.no_grad():
         whole = core(q, k, v)
-        monkeypatch.setattr(_blocks, "WORK_ELEMENTS", 4 * H * 9 * 4)  # one chunk per span
+        monkeypatch.setattr(nystrom, "SPAN_ELEMENTS", 4 * H * 9 * 4)  # one chunk per span
         torch.testing.assert_close(core(q, k, v), whole, rtol=1e-6, atol=1e-6)
 
 

@@ -79,7 +79,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from iclbench.attention import _blocks
 from iclbench.attention._blocks import (
     block_counts,
     block_masks,
@@ -146,16 +145,23 @@ FAST_LIMIT = 60.0
 #: at most this many chunks in a span: the carried sums between a span's chunks cost
 #: (K + 1) K per landmark, so a bounded K keeps the whole linear in T. Each span runs ~40 small
 #: ops, so fewer, longer spans are faster where the memory budget allows them (2 heads at 8192
-#: tokens: 28 chunks a span instead of 16, about 10-20% less time in three interleaved runs)
-MAX_SPAN_CHUNKS = 32
+#: tokens, whole model: 64 chunks a span instead of 28, 5-10% less time in two interleaved runs
+#: of 10 rounds; 128 was slower again)
+MAX_SPAN_CHUNKS = 64
+
+#: at most this many float32 numbers in one span's intermediates (4 MiB; 64 chunks of 32 tokens
+#: for 2 heads of 32 with 16 landmarks). Larger than the block variants' WORK_ELEMENTS: a span's
+#: intermediates are per-position vectors of C + 3 m + 2 hs numbers, far below the model's own
+#: MLP activations (the whole model's peak memory at 8192 tokens is the same at 1 and 4 MiB)
+SPAN_ELEMENTS = 1 << 20
 
 
 def learned_spans(n_chunks: int, per_chunk: int) -> list[slice]:
     """Consecutive chunk indices processed together (a span): as many chunks as keep a span's
-    intermediates (``per_chunk`` numbers per chunk) within
-    :data:`iclbench.attention._blocks.WORK_ELEMENTS`, read at call time, and at most
+    intermediates (``per_chunk`` numbers per chunk) within :data:`SPAN_ELEMENTS`, read at call
+    time, and at most
     :data:`MAX_SPAN_CHUNKS` (at least one chunk per span)."""
-    step = min(MAX_SPAN_CHUNKS, max(1, _blocks.WORK_ELEMENTS // max(per_chunk, 1)))
+    step = min(MAX_SPAN_CHUNKS, max(1, SPAN_ELEMENTS // max(per_chunk, 1)))
     return [slice(i, min(i + step, n_chunks)) for i in range(0, n_chunks, step)]
 
 
@@ -186,11 +192,12 @@ def _carry(end: Tensor, start: Tensor, u: Tensor, state: LearnedState, before: T
     end (b, H, K, m): running max at each chunk's last position; start (b, H, K + 1, m): the
     running max before chunk c (``start[K]`` is the span's last ``end``); u (b, H, K, m, hs + 1):
     each chunk's own numerator and denominator relative to ``exp(end)``; state: the sums before
-    the span; before (K + 1, K, 1): 1.0 where chunk ``c' < c``. Every exponent is <= 0.
+    the span; before (K + 1, K): 1.0 where chunk ``c' < c``. Every exponent is <= 0. The decays
+    are formed landmark-major, (b, H, m, K + 1, K), the layout of their product with ``u``.
     """
     mx, acc0 = state
-    d = _masked_exp(end[:, :, None] - start[:, :, :, None], before)  # (b, H, K + 1, K, m)
-    acc = (d.permute(0, 1, 4, 2, 3) @ u.transpose(2, 3)).transpose(2, 3)  # (b, H, K + 1, m, hs+1)
+    d = _masked_exp(end.transpose(2, 3)[:, :, :, None] - start.transpose(2, 3)[..., None], before)
+    acc = (d @ u.transpose(2, 3)).transpose(2, 3)  # (b, H, K + 1, m, hs + 1)
     return acc + (mx[:, :, None] - start).exp_()[..., None] * acc0[:, :, None]
 
 
@@ -201,7 +208,7 @@ def learned_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Ten
 
     q, k, v: (b, H, K, C, hs); ql, kl: (H, m, hs) learned landmarks, both already scaled by
     1/sqrt(hs); z: (H, m, m) ``pinv(softmax(ql kl^T))``; causal (C, C) boolean: ``j <= i``;
-    before (K + 1, K, 1): 1.0 where chunk ``c' < c``. ``state`` carries, per (b, H, landmark), the
+    before (K + 1, K): 1.0 where chunk ``c' < c``. ``state`` carries, per (b, H, landmark), the
     running max ``mx`` of the landmark's logits over every earlier position and ``acc``
     (..., hs + 1), the numerator and denominator of its softmax over those positions, relative to
     ``exp(mx)``; ``None`` before the first span. Returns the span's outputs (b, H, K, C, hs) and
@@ -315,7 +322,7 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     chunks of ``min(chunk, T)`` positions (zero-padded at the end; padded keys come after every
     real query), processed a span of chunks at a time (:func:`learned_span`); a span's largest
     intermediates, about ``C + 3 m + 2 hs`` numbers per position and head, fit
-    :data:`iclbench.attention._blocks.WORK_ELEMENTS`. ``z``: :func:`landmark_pinv` of the scaled
+    :data:`SPAN_ELEMENTS`. ``z``: :func:`landmark_pinv` of the scaled
     ``ql`` and ``kl`` if already known (it depends on the landmarks only), else computed here.
     """
     Bsz, H, T, hs = q.shape
@@ -332,16 +339,16 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     out = qb.new_empty(Bsz, H, nc, C, hs)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     per_chunk = H * C * (C + 3 * m + 2 * hs)
-    for rows in chunks(Bsz, nc * per_chunk):
+    for rows in chunks(Bsz, nc * per_chunk, SPAN_ELEMENTS):
         state: LearnedState | None = None
         n = len(range(*rows.indices(Bsz)))
         spans = learned_spans(nc, n * per_chunk)
         width = spans[0].stop - spans[0].start
-        before = _earlier(width + 1, width, q.device).to(q.dtype)[:, :, None]
+        before = _earlier(width + 1, width, q.device).to(q.dtype)
         for span in spans:
             K = span.stop - span.start
             out[rows, :, span], state = learned_span(
-                qb[rows, :, span], kb[rows, :, span], vb[rows, :, span], ql, kl, z, state,
+                qb[rows, :, span], kb[rows, :, span], vb[rows, :, span].contiguous(), ql, kl, z, state,
                 causal, before[: K + 1, :K])
     return out.view(Bsz, H, nc * C, hs)[:, :, :T]
 
