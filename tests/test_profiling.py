@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iclbench.attention import ATTENTION, _blocks, build_attention
+from iclbench.attention import ATTENTION, build_attention
 from iclbench.config import ConfigError, check
 from iclbench.figures import FIGURES
 from iclbench.jobs import aggregate_profile, profile_model

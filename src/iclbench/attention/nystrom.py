@@ -347,9 +347,10 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
         before = _earlier(width + 1, width, q.device).to(q.dtype)
         for span in spans:
             K = span.stop - span.start
+            # the span's values once contiguous: its products would each copy the strided slice
             out[rows, :, span], state = learned_span(
-                qb[rows, :, span], kb[rows, :, span], vb[rows, :, span].contiguous(), ql, kl, z, state,
-                causal, before[: K + 1, :K])
+                qb[rows, :, span], kb[rows, :, span], vb[rows, :, span].contiguous(), ql, kl, z,
+                state, causal, before[: K + 1, :K])
     return out.view(Bsz, H, nc * C, hs)[:, :, :T]
 
 
