@@ -5,8 +5,10 @@
 
 Context lengths: 2 x n_points of linear_regression and of the longest task in the config, and 512
 tokens. int8 "static" is the QAT model converted with its learned scales (the trained variant);
-"dynamic" is post-training int8 with per-token scales (the swapped variant). Prints
-torch.utils.benchmark medians, the speed-up over float32, the quantized engine and the threads.
+"dynamic" is post-training int8 with per-token scales (the swapped variant). The models are
+timed in turns (``iclbench.profiling.time_in_turns``: ``--rounds`` blocks each, after a warm-up),
+so that a machine whose speed drifts slows all of them alike. Prints the medians, the speed-up
+over float32, the kernels that ran each int8 model and the threads.
 
 Also the **bound** on any int8 speed-up of this model (Amdahl): the same float32 model with every
 linear layer replaced by a stub that returns a cached zero tensor of the right shape, so that only
@@ -20,16 +22,24 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 
 import torch
 import yaml
 from torch import Tensor, nn
-from torch.utils.benchmark import Timer
 
 from iclbench.model import Decoder, ModelSpec
-from iclbench.quant import QuantOptions, _replace_modules, kernel_engine, prepare_qat, to_int8
+from iclbench.profiling import time_in_turns
+from iclbench.quant import (
+    QuantOptions,
+    _replace_modules,
+    kernel_engine,
+    kernels,
+    prepare_qat,
+    to_int8,
+)
 from iclbench.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +75,11 @@ def main() -> None:
     parser.add_argument("--n-head", type=int, default=cfg["model"]["n_head"])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-run-time", type=float, default=1.0)
+    parser.add_argument("--min-run-time", type=float, default=0.5,
+                        help="seconds per timed block (sizes the blocks)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="timed blocks per model, the models in turns")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds of untimed calls first")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -95,20 +109,22 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, batch {args.batch}, model "
           f"{args.n_embd}/{args.n_layer}/{args.n_head}, int8 bits w{opts.weight_bits}"
           f"/a{opts.activation_bits}")
+    for name, model in models.items():
+        if name.startswith("int8"):
+            print(f"  {name}: {kernels(model)}")
     for T in lengths:
         xs = torch.randn(args.batch, T // 2, d, generator=g)
         ys = torch.randn(args.batch, T // 2, generator=g)
-        medians = {}
-        for name, model in models.items():
-            with torch.inference_mode():
-                model(xs, ys)  # warm-up (packs int8 weights)
-                timer = Timer("model(xs, ys)", globals={"model": model, "xs": xs, "ys": ys},
-                              num_threads=args.threads, label=name)
-                medians[name] = timer.blocked_autorange(min_run_time=args.min_run_time).median
+        with torch.inference_mode():
+            calls = [functools.partial(model, xs, ys) for model in models.values()]
+            for call in calls:
+                call()  # packs the int8 weights
+            timings = time_in_turns(calls, args.threads, args.min_run_time, args.rounds,
+                                    args.warmup)
+        medians = {n: t.median for n, t in zip(models, timings, strict=True)}
         base = medians["float32"]
         line = ", ".join(f"{n} {t * 1e3:.2f} ms ({base / t:.2f}x)" for n, t in medians.items())
         print(f"T={T:4d} tokens: {line}")
-
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ import torch
 
 from iclbench.model import Decoder, ModelSpec, load_model, save_model
 from iclbench.quant import (
+    Int8Block,
     Int8Linear,
     QATLinear,
     QuantOptions,
@@ -16,6 +17,8 @@ from iclbench.quant import (
     fake_quantize,
     is_int8,
     kernel_engine,
+    kernels,
+    quantize_u8,
     to_int8,
 )
 from iclbench.variants import get_variant
@@ -123,6 +126,48 @@ def test_int8_linear_matches_fake_quant_exactly(bits: tuple[int, int]) -> None:
     # the kernel clips negative inputs at -128 steps where fake quantization clips at -127
     keep = (x >= -layer.input_absmax).all(dim=1)
     torch.testing.assert_close(got[keep], want[keep], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [8, 7])
+def test_quantize_u8_equals_formula(bits: int) -> None:
+    """uint8 = clamp(round(x / step), -M, M) + 2^(bits-1), rounding half to even (8 bits: through
+    int8 and a flipped sign bit)."""
+    step, m = 0.5, 2 ** (bits - 1) - 1
+    x = torch.tensor([0.0, 0.25, 0.75, -0.25, -0.75, 1.3, -1.3, 63.4, -63.4, 1e4, -1e4])
+    want = torch.clamp(torch.round(x / step), -m, m) + 2 ** (bits - 1)
+    got = quantize_u8(x, step, bits)
+    assert got.dtype == torch.uint8
+    assert torch.equal(got.long(), want.long())
+    assert got[1] == got[0] == 2 ** (bits - 1) and got[2] == 2 ** (bits - 1) + 2  # half to even
+
+
+def test_fused_blocks_match_the_unfused_kernels() -> None:
+    """The QAT model's blocks take oneDNN's fused path on CPU (quantized inputs, GELU and
+    requantization in the first MLP layer, residual adds in the kernels); it computes what the
+    block computes with the per-layer kernels, to float rounding and one-step flips, and leaves
+    its input unchanged."""
+    model = to_int8(_qat_model(), QuantOptions(**OPTIONS))
+    blocks = [b for b in model.blocks if isinstance(b, Int8Block)]
+    assert len(blocks) == SPEC.n_layer
+    xs, ys = _prompts(3, 32)
+    x = torch.randn(32, 22, SPEC.n_embd, generator=torch.Generator().manual_seed(2))
+    kept = x.clone()
+    if not blocks[0].fused(x):
+        pytest.skip("this torch build has no oneDNN int8 linear layer")
+    assert "oneDNN" in kernels(model)
+    with torch.no_grad():
+        fused = [b(x) for b in blocks]
+        assert torch.equal(x, kept)
+        model_fused = model(xs, ys)
+        for b in blocks:
+            b.fused = lambda x: False  # type: ignore[method-assign]  (the per-layer path)
+        plain = [b(x) for b in blocks]
+        model_plain = model(xs, ys)
+    for a, b in zip(fused, plain, strict=True):
+        diff = (a - b).abs()
+        assert diff.max() <= 0.02 * b.abs().max() and diff.mean() <= 1e-3 * b.abs().max()
+    scale = model_plain.abs().max()
+    assert (model_fused - model_plain).abs().max() <= 0.02 * scale
 
 
 def test_converted_model_matches_fake_quant() -> None:

@@ -172,6 +172,13 @@ def _quantized_linear_fp32_io_flop(x: torch.Tensor, scale: Any, zero_point: Any,
     return _packed_linear_flops(x, packed)
 
 
+@flop_formula("onednn::qlinear_pointwise")
+def _onednn_qlinear_flop(qx: torch.Tensor, *args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    # oneDNN's int8 linear layer, every overload (iclbench.quant.Int8Linear.int8_matmul): qx
+    # (..., in) quantized input, out (..., out); fused bias, GELU and adds are not counted
+    return 2 * qx.numel() * out_val.shape[-1]
+
+
 @flop_formula("aten::_int_mm")
 def _int_mm_flop(a: torch.Tensor, b: torch.Tensor, *args: Any, out_val: Any = None,
                  **kwargs: Any) -> int:

@@ -25,21 +25,34 @@ the kernel and multiplied back after, which keeps the model causal and each prom
 independent of the rest of the batch (PyTorch's ``quantize_dynamic`` uses one scale per tensor,
 which would let later tokens change earlier predictions).
 
-**Why this kernel (torch 2.13, x86 AVX2 without VNNI, measured under contention).**
-``torch.ao.quantization`` (``quantize_dynamic`` etc.) is deprecated in favour of torchao and
-creating quantized tensors warns the same; the aten kernels themselves are not deprecated.
-torchao 0.18 installs from PyPI and runs, but its int8 x int8 path on CPU goes through
-``torch._int_mm``, which is 20-50x *slower* than float32 here, and ``Int8WeightOnlyConfig`` keeps
-float activations. ``torch.ops.onednn.qlinear_pointwise`` (the maintained kernel behind torchao's
-x86 inductor flow) takes plain int8 tensors without warnings, but in eager mode needs a separate
-quantize pass that costs about a third of a float GEMM at our sizes. The fbgemm kernel quantizes
-inside, so it is the one that makes the model faster; the one deprecated call it needs (building
-the quantized weight for ``linear_prepack``, once per layer at conversion) is logged, not hidden.
-Off the CPU (CUDA), :class:`Int8Linear` computes the same numbers with dequantized float weights
-(simulated int8, logged): there is no fbgemm there.
+**The QAT model's blocks (oneDNN, fused).** :func:`to_int8` also makes every decoder block an
+:class:`Int8Block`. Where all four of its linear layers have static scales (the QAT model) and the
+CPU has oneDNN, the block quantizes each layer's input once (:func:`quantize_u8`) and runs
+``onednn::qlinear_pointwise``, the maintained int8 kernel behind PyTorch's x86 inductor
+quantization flow (plain uint8/int8 tensors, no quantized-tensor API): the first MLP layer's
+kernel applies GELU (exact, float) and writes its output already quantized to uint8 with the
+second layer's input scale, and both residual adds happen in the kernels of ``c_proj`` and the
+second MLP layer. The integers are those fake quantization trained with; the block's output equals
+the per-layer kernels' to float rounding. Default model, batch 64, 2 threads (AVX-512 with VNNI):
+1.2-1.4x float32's speed where fbgemm per layer gave 1.1-1.3x (``benchmarks/int8_speed.py``).
+The read-in and read-out (5 and 1 features) and the swap form's dynamic layers keep fbgemm.
 
-**Saturation.** Without VNNI, fbgemm multiplies uint8 activations by int8 weights with
-``vpmaddubsw``, which adds pairs of products into int16 and saturates when
+**Why these kernels (torch 2.13).** ``torch.ao.quantization`` (``quantize_dynamic`` etc.) is
+deprecated in favour of torchao and creating quantized tensors warns the same; the aten kernels
+themselves are not deprecated. torchao 0.18 installs from PyPI and runs, but its int8 x int8 path
+on CPU goes through ``torch._int_mm``, which is 20-50x *slower* than float32 on an AVX2 machine
+without VNNI, and ``Int8WeightOnlyConfig`` keeps float activations. ``onednn::qlinear_pointwise``
+needs its input quantized first; :func:`quantize_u8` does it in a few vectorised passes (int8 then
+a flipped sign bit: float32 -> uint8 conversion itself is not vectorised), and int8 inputs (zero
+point 0) fall back to a reference kernel 1000x slower, so inputs are uint8 with zero point 128. The
+fbgemm kernel quantizes inside, which suits layers without a fused neighbour; the one deprecated
+call it needs (building the quantized weight for ``linear_prepack``, once per layer at
+conversion) is logged, not hidden. Off the CPU (CUDA), :class:`Int8Linear` computes the same
+numbers with dequantized float weights (simulated int8, logged): neither kernel runs there.
+
+**Saturation.** Without VNNI, fbgemm (and oneDNN, see its "Nuances of int8 computations")
+multiply uint8 activations by int8 weights with ``vpmaddubsw``, which adds pairs of products into
+int16 and saturates when
 ``2 * max_u8 * max|w_q| > 32767``. With 8-bit activations (uint8 with zero point 128, so
 ``max_u8 = 255``) and 8-bit weights this overflows (measured: 7% error on realistic tensors), so on
 such CPUs the weights must use 7 bits (``2 * 255 * 63 = 32130``) or the activations 7 bits (what
@@ -55,6 +68,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -66,7 +80,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from iclbench.model import Decoder, ModelSpec
+from iclbench.model import Block, Decoder, ModelSpec
 from iclbench.variants import EXTRA_VARIANTS, Variant
 
 log = logging.getLogger(__name__)
@@ -238,6 +252,25 @@ def kernel_engine() -> str:
     return str(torch.backends.quantized.engine)
 
 
+def _onednn_version() -> str:
+    found = re.search(r"(?:MKL-DNN|oneDNN) (v[\w.]+)", torch.__config__.show())
+    return found.group(1) if found else "version unknown"
+
+
+def kernels(model: nn.Module, device: torch.device | str = "cpu") -> str:
+    """Which int8 kernels run ``model`` on ``device``, in words (benchmarks and logs print it)."""
+    if torch.device(device).type != "cpu":
+        return f"simulated int8 (float matmuls on {torch.device(device).type})"
+    fbgemm = f"fbgemm ({kernel_engine()} quantized engine)"
+    blocks = [m for m in model.modules() if isinstance(m, Int8Block)]
+    probe = torch.empty(0)
+    if blocks and all(b.fused(probe) for b in blocks):
+        return (f"oneDNN ({_onednn_version()}) qlinear_pointwise for the blocks' "
+                f"linear layers (GELU, residual adds and requantization fused), {fbgemm} for "
+                "read-in and read-out")
+    return f"{fbgemm} for every linear layer"
+
+
 def check_kernel_exact(weight_bits: int, activation_bits: int) -> None:
     """Raise where the CPU kernel would saturate int16 pair sums (no VNNI; see module docstring)."""
     if torch.cpu._is_vnni_supported():
@@ -280,6 +313,21 @@ def _prepack(weight_q: Tensor, step: Tensor, bias: Tensor | None) -> Any:
     return packed
 
 
+_ZERO_POINTS = torch.zeros(1, dtype=torch.int64)  # the weights' (symmetric: zero)
+
+
+def quantize_u8(x: Tensor, step: float, bits: int) -> Tensor:
+    """``clamp(round(x / step), -M, M) + 2^(bits-1)`` as uint8 (round half to even, as
+    :func:`fake_quantize`). For 8 bits the integers go through int8 and the zero point 128 is
+    added by flipping the sign bit of the same bytes: float32 -> int8 conversion is vectorised,
+    float32 -> uint8 is not (about 8x slower at 2M numbers)."""
+    m = qmax(bits)
+    q = x.mul(1.0 / step).round_().clamp_(-m, m)
+    if bits == 8:
+        return q.to(torch.int8).view(torch.uint8).bitwise_xor_(0x80)
+    return q.add_(2 ** (bits - 1)).to(torch.uint8)
+
+
 class Int8Linear(nn.Module):
     """A linear layer with int8 weight and int8 input: ``y = (x_q W_qᵀ) s_x s_w + b``.
 
@@ -297,7 +345,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_scale", torch.ones(()))
         self.register_buffer("bias", torch.zeros(out_features))
         self.register_buffer("input_scale", torch.zeros(()))
-        self._packed: Any = None
+        self._packed: Any = None  # fbgemm's packed weight (forward)
+        self._onednn: tuple[Tensor, Tensor] | None = None  # oneDNN's (int8_matmul)
 
     @classmethod
     def from_float(
@@ -321,13 +370,48 @@ class Int8Linear(nn.Module):
     def dynamic(self) -> bool:
         return float(self.input_scale) <= 0.0
 
+    @property
+    def zero_point(self) -> int:
+        """The uint8 zero point of this layer's quantized input (``q + 2^(bits-1)``)."""
+        return 2 ** (self.activation_bits - 1)
+
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._packed = None  # repack from the loaded int8 weight
+        self._packed = self._onednn = None  # repack from the loaded int8 weight
         super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn: Any, recurse: bool = True) -> Int8Linear:
-        self._packed = None
+        self._packed = self._onednn = None
         return super()._apply(fn, recurse)
+
+    def quantize(self, x: Tensor) -> Tensor:
+        """The static-scale input ``clamp(round(x / step), -M, M)`` as uint8 (+ zero point),
+        (..., in) float32 -> (..., in) uint8: what :meth:`int8_matmul` reads."""
+        return quantize_u8(x, float(self.input_scale), self.activation_bits)
+
+    def int8_matmul(self, xq: Tensor, add: Tensor | None = None, in_place: bool = False,
+                    gelu_for: Int8Linear | None = None) -> Tensor:
+        """oneDNN's int8 linear layer (``onednn::qlinear_pointwise``) on a quantized input.
+
+        xq (N, in) uint8 from :meth:`quantize` (static scale only) -> (N, out): float32
+        ``(x_q W_q^T) s_x s_w + b``, plus ``add`` (N, out) float32 if given (in place into
+        ``add`` with ``in_place``, oneDNN's sum post-op), or, with ``gelu_for``,
+        ``GELU(...)`` (exact, erf) quantized in the kernel to uint8 with ``gelu_for``'s static
+        input scale: the quantized input of that next layer, never written in float.
+        """
+        if self._onednn is None:
+            self._onednn = (torch.ops.onednn.qlinear_prepack(self.weight, None),
+                            self.weight_scale.reshape(1).float())
+        w, w_scale = self._onednn
+        ops = torch.ops.onednn.qlinear_pointwise
+        step, zp, w_zp = float(self.input_scale), self.zero_point, _ZERO_POINTS
+        if gelu_for is not None:
+            return ops(xq, step, zp, w, w_scale, w_zp, self.bias, float(gelu_for.input_scale),
+                       gelu_for.zero_point, torch.uint8, "gelu", [None], "none")
+        if add is None:
+            return ops(xq, step, zp, w, w_scale, w_zp, self.bias, 1.0, 0, torch.float32,
+                       "none", [None], "")
+        return ops.binary(xq, step, zp, w, w_scale, w_zp, add, self.bias, 1.0, 0, torch.float32,
+                          1.0, 0, "sum" if in_place else "add", 1.0, "none", [], "")
 
     def forward(self, x: Tensor) -> Tensor:
         m = qmax(self.activation_bits)
@@ -383,6 +467,69 @@ class Int8Embedding(nn.Module):
         return self.weight[idx].float() * self.weight_scale
 
 
+def _onednn_int8() -> bool:
+    """Whether this torch build has oneDNN's int8 linear layer on CPU."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.onednn.qlinear_pointwise  # noqa: B018 - raises where the op is not built
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+class Int8Block(nn.Module):
+    """A decoder block of an int8 model: the same submodules (and state-dict keys) as
+    :class:`iclbench.model.Block`, the same function ``x + attn(ln_1(x))`` then
+    ``x + mlp(ln_2(x))``, run with fewer passes over memory where every linear layer has a
+    static input scale (the QAT model) and the CPU has oneDNN:
+
+    - each linear layer's input is quantized once (:func:`quantize_u8`) and multiplied by
+      oneDNN's int8 kernel (:meth:`Int8Linear.int8_matmul`);
+    - both residual adds happen in the kernels of ``c_proj`` and of the second MLP layer;
+    - the first MLP layer's kernel applies GELU (float, exact) and quantizes its output with the
+      second layer's input scale, so the MLP's hidden layer is written once, in uint8 (the
+      float32 hidden layer was the model's largest tensor).
+
+    LayerNorm, attention and softmax stay float32. The integers are the ones fake quantization
+    trained with (the same rounding and clamping at +-M; only float rounding differs). Elsewhere
+    (dynamic per-token scales of the swap form, activations below 8 bits, CUDA) it runs
+    ``Block.forward`` through :class:`Int8Linear`'s own forward.
+    """
+
+    def __init__(self, block: Block) -> None:
+        super().__init__()
+        self.ln_1, self.attn, self.ln_2, self.mlp = block.ln_1, block.attn, block.ln_2, block.mlp
+
+    def _linears(self) -> list[Int8Linear]:
+        layers = [self.attn.c_attn, self.attn.c_proj, self.mlp[0], self.mlp[2]]
+        return [m for m in layers if isinstance(m, Int8Linear)]
+
+    def fused(self, x: Tensor) -> bool:
+        """Whether :meth:`forward` takes the oneDNN path for this input."""
+        layers = self._linears()
+        gelu = self.mlp[1]
+        return (x.device.type == "cpu" and len(layers) == 4 and _onednn_int8()
+                and all(not m.dynamic and m.activation_bits == 8 for m in layers)
+                and isinstance(gelu, nn.GELU) and gelu.approximate == "none")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.fused(x):  # Block.forward reads the same submodules
+            return Block.forward(self, x)  # type: ignore[arg-type]
+        B, T, C = x.shape
+        c_attn, c_proj, fc1, fc2 = self._linears()
+        n_head = self.attn.n_head
+        qkv = c_attn.int8_matmul(c_attn.quantize(self.ln_1(x).reshape(B * T, C)))
+        q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2)
+                   for t in qkv.view(B, T, 3 * C).split(C, dim=2))
+        y = self.attn.core(q, k, v).transpose(1, 2).reshape(B * T, C)
+        # a new tensor: the caller's x is left as it was
+        h = c_proj.int8_matmul(c_proj.quantize(y), add=x.reshape(B * T, C))
+        hidden = fc1.int8_matmul(fc1.quantize(self.ln_2(h.view(B, T, C)).reshape(B * T, C)),
+                                 gelu_for=fc2)
+        return fc2.int8_matmul(hidden, add=h, in_place=True).view(B, T, C)
+
+
 def is_int8(model: nn.Module) -> bool:
     return any(isinstance(m, Int8Linear) for m in model.modules())
 
@@ -408,11 +555,18 @@ def to_int8(model: Decoder, opts: QuantOptions) -> Decoder:
 
     with torch.no_grad():
         _replace_modules(model, swap)
-    log.info("int8 model: %d linear layers on the %s engine (%s activation scales)",
-             sum(isinstance(m, Int8Linear) for m in model.modules()), kernel_engine(),
+    _int8_blocks(model)
+    log.info("int8 model: %d linear layers, %s activation scales; on CPU: %s",
+             sum(isinstance(m, Int8Linear) for m in model.modules()),
              "dynamic per-token" if any(m.dynamic for m in model.modules()
-                                        if isinstance(m, Int8Linear)) else "static")
+                                        if isinstance(m, Int8Linear)) else "static",
+             kernels(model))
     return model.eval()
+
+
+def _int8_blocks(model: Decoder) -> None:
+    """Every :class:`Block` of ``model`` as an :class:`Int8Block` (same submodules), in place."""
+    model.blocks = nn.ModuleList(Int8Block(b) if type(b) is Block else b for b in model.blocks)
 
 
 def save_int8(model: Decoder, path: str | Path, opts: QuantOptions,
@@ -443,6 +597,7 @@ def load_int8(spec: ModelSpec, opts: Mapping[str, Any], state: Mapping[str, Tens
         return None
 
     _replace_modules(model, skeleton)
+    _int8_blocks(model)
     model.load_state_dict(dict(state), strict=True)
     return model.to(device).eval()
 
