@@ -100,7 +100,11 @@ def main() -> None:
     with torch.no_grad():  # one training forward sets the EMA input scales
         qat(torch.randn(args.batch, max(lengths) // 2, d, generator=g),
             torch.randn(args.batch, max(lengths) // 2, generator=g))
+    per_layer = to_int8(copy.deepcopy(qat), opts)
+    for block in per_layer.blocks:
+        block.use_onednn = False
     models = {"float32": fp32, "int8 static (QAT)": to_int8(qat, opts),
+              "int8 static, per-layer fbgemm": per_layer,
               "int8 dynamic (PTQ)": to_int8(copy.deepcopy(fp32), opts),
               "bound (float32, free linear layers)": free_linears(copy.deepcopy(fp32))}
 

@@ -500,6 +500,8 @@ class Int8Block(nn.Module):
     def __init__(self, block: Block) -> None:
         super().__init__()
         self.ln_1, self.attn, self.ln_2, self.mlp = block.ln_1, block.attn, block.ln_2, block.mlp
+        #: False: always the per-layer path (benchmarks compare the two)
+        self.use_onednn = True
 
     def _linears(self) -> list[Int8Linear]:
         layers = [self.attn.c_attn, self.attn.c_proj, self.mlp[0], self.mlp[2]]
@@ -509,7 +511,8 @@ class Int8Block(nn.Module):
         """Whether :meth:`forward` takes the oneDNN path for this input."""
         layers = self._linears()
         gelu = self.mlp[1]
-        return (x.device.type == "cpu" and len(layers) == 4 and _onednn_int8()
+        return (self.use_onednn and x.device.type == "cpu" and len(layers) == 4
+                and _onednn_int8()
                 and all(not m.dynamic and m.activation_bits == 8 for m in layers)
                 and isinstance(gelu, nn.GELU) and gelu.approximate == "none")
 
