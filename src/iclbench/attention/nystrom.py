@@ -159,8 +159,7 @@ SPAN_ELEMENTS = 1 << 20
 def learned_spans(n_chunks: int, per_chunk: int) -> list[slice]:
     """Consecutive chunk indices processed together (a span): as many chunks as keep a span's
     intermediates (``per_chunk`` numbers per chunk) within :data:`SPAN_ELEMENTS`, read at call
-    time, and at most
-    :data:`MAX_SPAN_CHUNKS` (at least one chunk per span)."""
+    time, and at most :data:`MAX_SPAN_CHUNKS` (at least one chunk per span)."""
     step = min(MAX_SPAN_CHUNKS, max(1, SPAN_ELEMENTS // max(per_chunk, 1)))
     return [slice(i, min(i + step, n_chunks)) for i in range(0, n_chunks, step)]
 
@@ -322,8 +321,9 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     chunks of ``min(chunk, T)`` positions (zero-padded at the end; padded keys come after every
     real query), processed a span of chunks at a time (:func:`learned_span`); a span's largest
     intermediates, about ``C + 3 m + 2 hs`` numbers per position and head, fit
-    :data:`SPAN_ELEMENTS`. ``z``: :func:`landmark_pinv` of the scaled
-    ``ql`` and ``kl`` if already known (it depends on the landmarks only), else computed here.
+    :data:`SPAN_ELEMENTS` (rows of the batch are taken together while they do). ``z``:
+    :func:`landmark_pinv` of the scaled ``ql`` and ``kl`` if already known (it depends on the
+    landmarks only), else computed here.
     """
     Bsz, H, T, hs = q.shape
     m = ql.shape[1]
