@@ -264,13 +264,13 @@ def test_nystrom_learned_clamped_chunk_takes_the_exact_path(
 def test_nystrom_learned_spans_carry_state_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny work budget cuts the sequence into many spans (and the batch into single rows):
     the carried state gives the same outputs as one span."""
-    from iclbench.attention import nystrom
+    from iclbench.attention import _blocks
 
     core = learned_core({"landmarks": 4, "chunk": 3})
     q, k, v = qkv(50)
     with torch.no_grad():
         whole = core(q, k, v)
-        monkeypatch.setattr(nystrom, "SPAN_ELEMENTS", 4 * H * 9 * 4)  # one chunk per span
+        monkeypatch.setattr(_blocks, "WORK_ELEMENTS", 4 * H * 9 * 4)  # one chunk per span
         torch.testing.assert_close(core(q, k, v), whole, rtol=1e-6, atol=1e-6)
 
 
@@ -468,3 +468,26 @@ def test_learned_landmarks_cannot_be_swapped(trained: Decoder) -> None:
     with pytest.raises(ValueError, match="landmarks_source: learned cannot be swapped"):
         get_variant("nystrom").swap(trained, {"landmarks_source": "learned"})
     get_variant("nystrom").check_swap_options({"landmarks": 4}, H, 16)  # segments can
+
+
+@pytest.mark.parametrize(("name", "opts"), [
+    ("nystrom", {"landmarks_source": "learned", "landmarks": 16, "chunk": 32}),
+    ("combiner", {}),
+])
+def test_efficient_cores_hold_less_memory_than_softmax(name: str, opts: dict[str, Any]) -> None:
+    """Issue 3's memory bar, at its size (T = 4096, batch 1, 8 heads x 32): the core's peak
+    working memory (allocator events during one forward, output included) stays below fused
+    softmax attention's. The chunk budgets (``_blocks.WORK_ELEMENTS``) bound it; a layout or
+    budget change that keeps more intermediates alive fails here."""
+    from iclbench.profiling import peak_memory
+
+    T, heads, hs = 4096, 8, 32
+    g = generator(5, "memory")
+    q, k, v = (torch.randn(1, heads, T, hs, generator=g) for _ in range(3))
+    peaks = {}
+    for variant, options in (("softmax", {}), (name, opts)):
+        core = build_attention(variant, heads, hs, options).eval()
+        with torch.inference_mode():
+            core(q, k, v)  # what it does once (the learned landmarks' pseudo-inverse)
+            peaks[variant] = peak_memory(lambda core=core: core(q, k, v), torch.device("cpu"))[0]
+    assert peaks[name] < peaks["softmax"], peaks

@@ -53,6 +53,14 @@ def block_masks(s: int, nb: int, R: int, bias: float,
     return local, summary
 
 
+def block_elements(n: int, s: int, R: int, hs: int) -> int:
+    """Numbers that :func:`local_and_summary_attention` holds at once per block of ``s`` queries
+    (``n`` heads, ``R`` summaries, head size ``hs``): the logits and their softmax, ``s + R`` each
+    per query, the output, and the block's keys concatenated with the summary keys; the cost per
+    item of the block loops (:func:`chunks`)."""
+    return n * (s * (2 * (s + R) + hs) + (s + R) * hs)
+
+
 def local_and_summary_attention(q: Tensor, k: Tensor, v: Tensor, sk: Tensor, sv: Tensor,
                                 local_mask: Tensor, summary_mask: Tensor, scale: float) -> Tensor:
     """One softmax over a block's own earlier keys and the summaries of strictly earlier blocks.

@@ -28,7 +28,13 @@ import math
 import torch
 from torch import Tensor
 
-from iclbench.attention._blocks import block_masks, chunks, local_and_summary_attention, to_blocks
+from iclbench.attention._blocks import (
+    block_elements,
+    block_masks,
+    chunks,
+    local_and_summary_attention,
+    to_blocks,
+)
 from iclbench.attention.base import ATTENTION, Attention
 
 
@@ -78,7 +84,7 @@ class CombinerAttention(Attention):
             w = torch.softmax(torch.einsum("nbd,nbsd->nbs", sq, kh), dim=-1)
             sv = torch.einsum("nbs,nbsd->nbd", w, vh)  # (n, nb, hs)
             n = qh.shape[0]
-            for blocks in chunks(nb, n * s * (s + nb + hs)):  # logits and output
+            for blocks in chunks(nb, block_elements(n, s, nb, hs)):
                 out[heads, blocks] = local_and_summary_attention(
                     qh[:, blocks], kh[:, blocks], vh[:, blocks], sk, sv[:, None], local_mask,
                     summary_mask[blocks], scale,

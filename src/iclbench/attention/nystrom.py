@@ -79,8 +79,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from iclbench.attention import _blocks
 from iclbench.attention._blocks import (
     block_counts,
+    block_elements,
     block_masks,
     chunks,
     local_and_summary_attention,
@@ -145,22 +147,16 @@ FAST_LIMIT = 60.0
 #: at most this many chunks in a span: the carried sums between a span's chunks cost
 #: (K + 1) K per landmark, so a bounded K keeps the whole linear in T. Each span runs ~40 small
 #: ops, so fewer, longer spans are faster where the memory budget allows them (2 heads at 8192
-#: tokens, whole model: 64 chunks a span instead of 28, 5-10% less time in two interleaved runs
-#: of 10 rounds; 128 was slower again)
-MAX_SPAN_CHUNKS = 64
-
-#: at most this many float32 numbers in one span's intermediates (4 MiB; 64 chunks of 32 tokens
-#: for 2 heads of 32 with 16 landmarks). Larger than the block variants' WORK_ELEMENTS: a span's
-#: intermediates are per-position vectors of C + 3 m + 2 hs numbers, far below the model's own
-#: MLP activations (the whole model's peak memory at 8192 tokens is the same at 1 and 4 MiB)
-SPAN_ELEMENTS = 1 << 20
+#: tokens: 28 chunks a span instead of 16, about 10-20% less time in three interleaved runs)
+MAX_SPAN_CHUNKS = 32
 
 
 def learned_spans(n_chunks: int, per_chunk: int) -> list[slice]:
     """Consecutive chunk indices processed together (a span): as many chunks as keep a span's
-    intermediates (``per_chunk`` numbers per chunk) within :data:`SPAN_ELEMENTS`, read at call
-    time, and at most :data:`MAX_SPAN_CHUNKS` (at least one chunk per span)."""
-    step = min(MAX_SPAN_CHUNKS, max(1, SPAN_ELEMENTS // max(per_chunk, 1)))
+    intermediates (``per_chunk`` numbers per chunk) within
+    :data:`iclbench.attention._blocks.WORK_ELEMENTS`, read at call time, and at most
+    :data:`MAX_SPAN_CHUNKS` (at least one chunk per span)."""
+    step = min(MAX_SPAN_CHUNKS, max(1, _blocks.WORK_ELEMENTS // max(per_chunk, 1)))
     return [slice(i, min(i + step, n_chunks)) for i in range(0, n_chunks, step)]
 
 
@@ -320,8 +316,9 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     q, k, v: (B, H, T, hs) in the working dtype; ql, kl: (H, m, hs). The sequence is cut into
     chunks of ``min(chunk, T)`` positions (zero-padded at the end; padded keys come after every
     real query), processed a span of chunks at a time (:func:`learned_span`); a span's largest
-    intermediates, about ``C + 3 m + 2 hs`` numbers per position and head, fit
-    :data:`SPAN_ELEMENTS` (rows of the batch are taken together while they do). ``z``:
+    intermediates, about ``C + 3 m + 3 hs`` numbers per position and head (with the span's values
+    made contiguous), fit :data:`iclbench.attention._blocks.WORK_ELEMENTS` (rows of the batch are
+    taken together while they do). ``z``:
     :func:`landmark_pinv` of the scaled ``ql`` and ``kl`` if already known (it depends on the
     landmarks only), else computed here.
     """
@@ -338,8 +335,8 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     kl = kl * scale  # for the queries' logits
     out = qb.new_empty(Bsz, H, nc, C, hs)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    per_chunk = H * C * (C + 3 * m + 2 * hs)
-    for rows in chunks(Bsz, nc * per_chunk, SPAN_ELEMENTS):
+    per_chunk = H * C * (C + 3 * m + 3 * hs)
+    for rows in chunks(Bsz, nc * per_chunk):
         state: LearnedState | None = None
         n = len(range(*rows.indices(Bsz)))
         spans = learned_spans(nc, n * per_chunk)
@@ -451,7 +448,7 @@ class NystromAttention(Attention):
             vhat = prefix_values(ql[heads], kl[heads], kb[heads], vb[heads],
                                  self.opts["pinv_iterations"])  # (n, c, r, hs)
             n = vhat.shape[0]
-            for blocks in chunks(m, n * s * (s + m + hs)):  # logits and output
+            for blocks in chunks(m, block_elements(n, s, m, hs)):
                 out[heads, blocks] = local_and_summary_attention(
                     qb[heads, blocks], kb[heads, blocks], vb[heads, blocks], kl[heads],
                     vhat[:, blocks], local_mask, summary_mask[blocks], scale,
