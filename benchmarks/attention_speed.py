@@ -5,7 +5,8 @@ segment landmarks and learned landmarks) and combiner vs exact softmax
 What is timed: the forward of the attention *core* only (``core(q, k, v)`` on per-head q, k, v of
 shape (B, nh, T, hs)), without the q/k/v and output projections, which are the same linear layers
 for every variant; ``--with-projections`` times the whole attention sublayer (projections + core)
-instead. Latency: ``torch.utils.benchmark.Timer.blocked_autorange``, median. Peak memory: the
+instead. Latency: the variants timed in turns (``iclbench.profiling.time_in_turns``: a warm-up, then
+``--rounds`` blocks of each in turn), median. Peak memory: the
 highest "Total Allocated" of the CPU allocator during one forward (``torch.profiler`` with
 ``profile_memory=True``; every [memory] event of the exported trace), minus what was allocated
 before the call; inputs are not counted, the output is. No autograd (``torch.inference_mode``).
@@ -31,10 +32,9 @@ from pathlib import Path
 import torch
 import yaml
 from torch.profiler import ProfilerActivity, profile
-from torch.utils import benchmark
 
 from iclbench.attention import _blocks, build_attention
-from iclbench.profiling import warm_up
+from iclbench.profiling import time_in_turns
 from iclbench.runtime import keep_freed_memory
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
@@ -77,7 +77,10 @@ def main() -> None:
     ap.add_argument("--work-elements", type=int, default=None,
                     help="override iclbench.attention._blocks.WORK_ELEMENTS (chunk size: memory "
                          "against per-op overhead)")
-    ap.add_argument("--min-run-time", type=float, default=2.0, help="seconds per measurement")
+    ap.add_argument("--min-run-time", type=float, default=0.5,
+                    help="seconds per timed block (sizes the blocks)")
+    ap.add_argument("--rounds", type=int, default=7,
+                    help="timed blocks per variant, the variants in turns")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of untimed calls first")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,7 +103,7 @@ def main() -> None:
     summary = []
     gen = torch.Generator().manual_seed(0)
     for T in args.tokens:
-        base: tuple[float, int] | None = None
+        calls: list[tuple[str, str, dict, Callable[[], object]]] = []
         for label, name, opts in variants:
             if args.with_projections:
                 from iclbench.model import ModelSpec, SelfAttention
@@ -115,13 +118,15 @@ def main() -> None:
                 q, k, v = (torch.randn(args.batch, args.n_head, T, hs, generator=gen)
                            for _ in range(3))
                 fn = lambda core=core, q=q, k=k, v=v: core(q, k, v)  # noqa: E731
-            with torch.inference_mode():
-                warm_up(fn, args.warmup)  # the first second at a new shape runs slower
-                m = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=args.threads,
-                                    label=label).blocked_autorange(min_run_time=args.min_run_time)
-                peak = peak_bytes(fn)
-            if base is None:
-                base = (m.median, peak)
+            calls.append((label, name, opts, fn))
+        with torch.inference_mode():
+            # in turns: a drifting machine slows every variant alike (the first second at a new
+            # shape runs slower: each is warmed up first)
+            timings = time_in_turns([c[3] for c in calls], args.threads, args.min_run_time,
+                                    args.rounds, args.warmup)
+            peaks = [peak_bytes(c[3]) for c in calls]
+        base = (timings[0].median, peaks[0])
+        for (label, name, opts, _), m, peak in zip(calls, timings, peaks, strict=True):
             print(f"{T:>6} {label:>9} {m.median * 1e3:>10.1f} {m.iqr * 1e3:>8.1f} "
                   f"{peak / 2**20:>9.2f} {base[0] / m.median:>8.2f}x {peak / base[1]:>9.2f}  "
                   f"{json.dumps(opts)}", flush=True)
