@@ -72,12 +72,17 @@ class SelfAttention(nn.Module):
             spec.attention, spec.n_head, spec.n_embd // spec.n_head, spec.attention_options
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+    def attend(self, qkv: Tensor) -> Tensor:
+        """The core on the output of ``c_attn``, (B, T, 3C): split into heads, attention, heads
+        merged again, (B, T, C) (the input of ``c_proj``)."""
+        B, T, C = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for t in qkv.split(C, dim=2))
         y = self.core(q, k, v)  # (B, nh, T, hs)
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        return y.transpose(1, 2).reshape(B, T, C)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(self.attend(self.c_attn(x)))
 
 
 class Block(nn.Module):

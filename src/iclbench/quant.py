@@ -66,6 +66,7 @@ the int8 model; :func:`iclbench.model.load_model` dispatches to it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -467,8 +468,10 @@ class Int8Embedding(nn.Module):
         return self.weight[idx].float() * self.weight_scale
 
 
+@functools.cache
 def _onednn_int8() -> bool:
-    """Whether this torch build has oneDNN's int8 linear layer on CPU."""
+    """Whether this torch build has oneDNN's int8 linear layer on CPU (asked once: every fused
+    block's forward asks)."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
@@ -521,11 +524,8 @@ class Int8Block(nn.Module):
             return Block.forward(self, x)  # type: ignore[arg-type]
         B, T, C = x.shape
         c_attn, c_proj, fc1, fc2 = self._linears()
-        n_head = self.attn.n_head
         qkv = c_attn.int8_matmul(c_attn.quantize(self.ln_1(x).reshape(B * T, C)))
-        q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2)
-                   for t in qkv.view(B, T, 3 * C).split(C, dim=2))
-        y = self.attn.core(q, k, v).transpose(1, 2).reshape(B * T, C)
+        y = self.attn.attend(qkv.view(B, T, 3 * C)).reshape(B * T, C)
         # a new tensor: the caller's x is left as it was
         h = c_proj.int8_matmul(c_proj.quantize(y), add=x.reshape(B * T, C))
         hidden = fc1.int8_matmul(fc1.quantize(self.ln_2(h.view(B, T, C)).reshape(B * T, C)),
