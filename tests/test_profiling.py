@@ -109,7 +109,8 @@ def nystrom_learned_core(T: int, Bsz: int, H: int, hs: int, o: dict,
     Per head, once per model (not per forward without autograd: the landmarks' pseudo-inverse
     is cached, and the profile stage counts a second forward): ``Ql Kl^T`` (m^2 hs) and its
     pseudo-inverse, counted only with ``first_forward``. Per (padded) position: its key
-    against the landmarks (m hs), its share of the chunk's landmark numerators ``e^T V`` (m hs),
+    against the landmarks (m hs), its share of the chunk's landmark numerators and sums of
+    weights ``e^T [V 1]`` (m (hs + 1)),
     its query against the landmarks (m hs) times ``pinv`` (m^2), the within-chunk weights
     ``G e^T`` (C m) and their PV (C hs), and the carried numerators read by the position (m hs).
     Per span of K chunks: the carried numerators and denominators of K + 1 chunk starts from K
@@ -119,9 +120,11 @@ def nystrom_learned_core(T: int, Bsz: int, H: int, hs: int, o: dict,
     m, C = o["landmarks"], min(o["chunk"], T)
     nc = math.ceil(T / C)
     once = H * (m * m * hs + pinv_macs(m, o["pinv_iterations"])) if first_forward else 0
-    per_position = 4 * m * hs + m * m + C * m + C * hs
+    per_position = 4 * m * hs + m + m * m + C * m + C * hs
+    # the span's memory per position and head, as stated in span_numbers' docstring
+    numbers = C + 2 * hs + 1 + m + math.ceil(3 * m * (hs + 1) / C)
     carry = sum(b * H * m * (k + 1) * k * (hs + 1)
-                for b, k in learned_spans(Bsz, H, nc, H * C * (C + 3 * m + 3 * hs)))
+                for b, k in learned_spans(Bsz, H, nc, H * C * numbers))
     return 2 * (once + Bsz * H * nc * C * per_position + carry) + conv_flops(T, Bsz * H, hs, o)
 
 

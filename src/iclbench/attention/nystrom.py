@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +151,15 @@ FAST_LIMIT = 60.0
 MAX_SPAN_CHUNKS = 32
 
 
+def span_numbers(C: int, m: int, hs: int) -> int:
+    """Numbers per position and head that a span of :func:`learned_span` holds at its peak
+    (inference; the within-chunk product): the values with their column of ones, the
+    within-chunk weights ``p`` and the output (``C + 2 hs + 1``), ``G`` (``m``), and the carried
+    sums of the span's chunk starts and their copy for the product with ``G`` (``m (hs + 1)``
+    per chunk each), and the state (measured: 158 at C = hs = 32, m = 16, against 163 here)."""
+    return C + 2 * hs + 1 + m + math.ceil(3 * m * (hs + 1) / C)
+
+
 def learned_spans(n_chunks: int, per_chunk: int) -> list[slice]:
     """Consecutive chunk indices processed together (a span): as many chunks as keep a span's
     intermediates (``per_chunk`` numbers per chunk) within
@@ -168,6 +177,30 @@ def _earlier(rows: int, cols: int, device: torch.device) -> Tensor:
 LearnedState = tuple[Tensor, Tensor]
 
 
+class Landmarks(NamedTuple):
+    """The learned landmarks as a span's products read them: ``ql`` and ``kl`` (H, m, hs) both
+    scaled by 1/sqrt(hs), ``z`` (H, m, m) their pseudo-inverse, and the same transposed and
+    repeated for ``n`` batch rows as the batched products' right-hand sides: ``qlt`` and
+    ``klt`` (n H, hs, m), ``zn`` (n H, m, m)."""
+
+    ql: Tensor
+    kl: Tensor
+    z: Tensor
+    qlt: Tensor
+    klt: Tensor
+    zn: Tensor
+
+
+def landmarks_for(ql: Tensor, kl: Tensor, z: Tensor, n: int) -> Landmarks:
+    """:class:`Landmarks` for spans of ``n`` batch rows (``ql``, ``kl`` scaled)."""
+    H, m, hs = ql.shape
+
+    def rows(t: Tensor) -> Tensor:
+        return t.expand(n, *t.shape).reshape(n * H, *t.shape[1:])
+
+    return Landmarks(ql, kl, z, rows(ql.transpose(-1, -2)), rows(kl.transpose(-1, -2)), rows(z))
+
+
 def _masked_exp(x: Tensor, mask: Tensor) -> Tensor:
     """``exp(min(x, 0)) * mask`` for a fresh tensor ``x`` (overwritten); in place unless autograd
     needs exp's output (training)."""
@@ -181,29 +214,36 @@ def _autograd(x: Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
-def _carry(end: Tensor, start: Tensor, u: Tensor, state: LearnedState, before: Tensor) -> Tensor:
+def _carry(ref: Tensor, start: Tensor, u: Tensor, state: LearnedState, before: Tensor) -> Tensor:
     """Sums entering each chunk ``c = 0..K`` of a span, relative to ``exp(start[c])``.
 
-    end (b, H, K, m): running max at each chunk's last position; start (b, H, K + 1, m): the
-    running max before chunk c (``start[K]`` is the span's last ``end``); u (b, H, K, m, hs + 1):
-    each chunk's own numerator and denominator relative to ``exp(end)``; state: the sums before
-    the span; before (K + 1, K): 1.0 where chunk ``c' < c``. Every exponent is <= 0. The decays
-    are formed landmark-major, (b, H, m, K + 1, K), the layout of their product with ``u``.
+    ref (b, H, K, m): the reference of each chunk's own sums ``u`` (b, H, K, m, hs + 1),
+    numerator and denominator relative to ``exp(ref)``: the running max before the chunk
+    (``start[:K]``), or at its last position where a weight was clamped; start (b, H, K + 1, m):
+    the running max before chunk c (``start[K]`` is the span's last running max); state: the
+    sums before the span; before (K + 1, K): 1.0 where chunk ``c' < c``. Every exponent is <= 0
+    (``ref[c'] <= start[c]`` for ``c' < c``). The decays are formed landmark-major,
+    (b, H, m, K + 1, K), the layout of their product with ``u``.
     """
     mx, acc0 = state
-    d = _masked_exp(end.transpose(2, 3)[:, :, :, None] - start.transpose(2, 3)[..., None], before)
-    acc = (d @ u.transpose(2, 3)).transpose(2, 3)  # (b, H, K + 1, m, hs + 1)
-    return acc + (mx[:, :, None] - start).exp_()[..., None] * acc0[:, :, None]
+    b, H, K, m, w = u.shape
+    d = _masked_exp(ref.transpose(2, 3)[:, :, :, None] - start.transpose(2, 3)[..., None], before)
+    acc = torch.bmm(d.reshape(b * H * m, K + 1, K), u.transpose(2, 3).reshape(b * H * m, K, w))
+    acc = acc.view(b, H, m, K + 1, w).transpose(2, 3)  # (b, H, K + 1, m, hs + 1)
+    decay = (mx[:, :, None] - start).exp_()[..., None]
+    if _autograd(acc) or _autograd(acc0):
+        return acc + decay * acc0[:, :, None]
+    return acc.addcmul_(decay, acc0[:, :, None])
 
 
-def learned_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Tensor,
-                 state: LearnedState | None, causal: Tensor, before: Tensor
-                 ) -> tuple[Tensor, LearnedState]:
+def learned_span(q: Tensor, k: Tensor, v1: Tensor, lm: Landmarks, state: LearnedState | None,
+                 causal: Tensor, before: Tensor) -> tuple[Tensor, LearnedState]:
     """Design (b) on one span of ``K`` consecutive chunks of ``C`` positions each.
 
-    q, k, v: (b, H, K, C, hs); ql, kl: (H, m, hs) learned landmarks, both already scaled by
-    1/sqrt(hs); z: (H, m, m) ``pinv(softmax(ql kl^T))``; causal (C, C) boolean: ``j <= i``;
-    before (K + 1, K): 1.0 where chunk ``c' < c``. ``state`` carries, per (b, H, landmark), the
+    q, k: (b, H, K, C, hs); v1 (b, H, K, C, hs + 1), contiguous: the values and a column of
+    ones (its products give each chunk's sums of weights with its numerators); lm: the learned
+    landmarks (:func:`landmarks_for` ``b`` rows); causal (C, C) boolean: ``j <= i``; before
+    (K + 1, K): 1.0 where chunk ``c' < c``. ``state`` carries, per (b, H, landmark), the
     running max ``mx`` of the landmark's logits over every earlier position and ``acc``
     (..., hs + 1), the numerator and denominator of its softmax over those positions, relative to
     ``exp(mx)``; ``None`` before the first span. Returns the span's outputs (b, H, K, C, hs) and
@@ -213,64 +253,76 @@ def learned_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Ten
     the running max *before* the chunk (causal, shared by the chunk's positions), so that
     ``y_i = sum_j [j <= i] (sum_l G_il e_jl) v_j + sum_l G_il acc_cl`` with
     ``G_il = g_il / den_il``, ``den_il = sum_{j <= i} e_jl + acc_cl[den]``: two small matrix
-    products per chunk and no (position x landmark x key) tensor. The sums carried to later chunks
-    use ``exp(s_jl - end_cl) <= 1`` instead (exact whatever the chunk holds). A position ``i``
-    whose running max exceeds ``start_cl + FAST_LIMIT`` for some landmark (its weights would be
-    clamped) takes its output from :func:`exact_span`; whether that happens reads only positions
-    ``<= i``. Masked products (a later key in the chunk) are replaced by exact zeros, so every
-    output reads nothing later, not even by rounding.
+    products per chunk and no (position x landmark x key) tensor. The chunk's sums carried to
+    later chunks are the same weights' (exact: ``e_jl <= exp(FAST_LIMIT)``). A (chunk, landmark)
+    whose logits rise more than ``FAST_LIMIT`` above ``start_cl`` would have clamped weights: its
+    carried sums are recomputed from the logits against the chunk's end max
+    (``exp(s_jl - end_cl) <= 1``), and a position ``i`` whose own running max rose that far
+    takes its output from :func:`exact_span`; both choices read only positions ``<= i``. Masked
+    products (a later key in the chunk) are replaced by exact zeros, so every output reads
+    nothing later, not even by rounding. The products are batched matrix products on 3-d views
+    (``torch.bmm``): ``torch.matmul``'s broadcasting of 5-d operands cost more than the
+    arithmetic at these sizes.
     """
     b, H, K, C, hs = q.shape
-    m = ql.shape[1]
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, ql, kl, z))
-    s = (k.reshape(b, H, K * C, hs) @ ql.transpose(-1, -2)[None]).view(b, H, K, C, m)
+    m = lm.ql.shape[1]
+    bH, bHK = b * H, b * H * K
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v1, *lm))
+    s = torch.bmm(k.reshape(bH, K * C, hs), lm.qlt).view(b, H, K, C, m)
     if state is None:  # position 0's own logit: every position sees it
         state = (s[:, :, 0, 0].clone(), s.new_zeros(b, H, m, hs + 1))
     mx = state[0]
-    top = s.amax(dim=3)  # (b, H, K, m): each chunk's max
+    top = s.max(dim=3).values  # (b, H, K, m): each chunk's max (max is faster than amax here)
     end = torch.maximum(top.cummax(dim=2).values, mx[:, :, None])  # running max through chunk c
     start = torch.cat((mx[:, :, None], end), dim=2)  # (b, H, K + 1, m): running max before c
-    rise = (top - start[:, :, :K]) > FAST_LIMIT  # (b, H, K, m)
+    before_c = start[:, :, :K]
+    rise = (top - before_c) > FAST_LIMIT  # (b, H, K, m)
     clamped = bool(rise.any())
-    e = s - start[:, :, :K, None] if grad else s.sub_(start[:, :, :K, None])
+    e = s - before_c[:, :, :, None] if grad else s.sub_(before_c[:, :, :, None])
     del s  # at inference e is s, overwritten; freed with e
-    e = e.clamp_max(FAST_LIMIT).exp() if grad else e.clamp_max_(FAST_LIMIT).exp_()
+    if clamped:  # else every exponent is <= top - start <= FAST_LIMIT already
+        e = e.clamp_max(FAST_LIMIT) if grad else e.clamp_max_(FAST_LIMIT)
+    e = e.exp() if grad else e.exp_()
     den = e.cumsum(dim=3)
-    # each chunk's own sums relative to its end max, carried to the later chunks:
-    # exp(start - end) e, or, in a chunk where a weight was clamped, from the logits exactly
-    u = torch.cat(((e.transpose(-1, -2) @ v), den[:, :, :, -1, :, None]), dim=-1)
-    u = u * (start[:, :, :K] - end).exp_()[..., None]
-    if clamped:
-        eu = ((k.reshape(b, H, K * C, hs) @ ql.transpose(-1, -2)[None]).view(b, H, K, C, m)
+    et = e.view(bHK, C, m).transpose(1, 2)  # (b H K, m, C)
+    v3 = v1.view(bHK, C, hs + 1)
+    # each chunk's own numerators and sum of weights, relative to exp(start)
+    u = torch.bmm(et, v3).view(b, H, K, m, hs + 1)
+    ref = before_c
+    if clamped:  # the clamped (chunk, landmark) sums from the logits, against the end max
+        ref = torch.where(rise, end, ref)
+        eu = (torch.bmm(k.reshape(bH, K * C, hs), lm.qlt).view(b, H, K, C, m)
               - end[:, :, :, None]).exp()
-        exact = torch.cat(((eu.transpose(-1, -2) @ v), eu.sum(dim=3)[..., None]), dim=-1)
-        u = torch.where(rise.any(dim=-1)[..., None, None], exact, u)
+        exact = torch.bmm(eu.view(bHK, C, m).transpose(1, 2), v3).view(b, H, K, m, hs + 1)
+        u = torch.where(rise[..., None], exact, u)
         del eu, exact
-    acc = _carry(end, start, u, state, before)  # (b, H, K + 1, m, hs + 1)
+    acc = _carry(ref, start, u, state, before)  # (b, H, K + 1, m, hs + 1)
     del u
     den = den + acc[:, :, :K, None, :, hs] if grad else den.add_(acc[:, :, :K, None, :, hs])
-    f = torch.softmax(q.reshape(b, H, K * C, hs) @ kl.transpose(-1, -2)[None], dim=-1)
-    g = (f @ z[None]).view(b, H, K, C, m)
+    f = torch.softmax(torch.bmm(q.reshape(bH, K * C, hs), lm.klt), dim=-1)
+    g = torch.bmm(f, lm.zn).view(bHK, C, m)
     del f
-    g = g / den if grad else g.div_(den)  # G_il
+    g = g / den.view(bHK, C, m) if grad else g.div_(den.view(bHK, C, m))  # G_il
     del den
-    p = g @ e.transpose(-1, -2)  # (b, H, K, C, C): sum_l G_il e_jl
-    del e
-    p = p.masked_fill(~causal, 0.0) if grad else p.masked_fill_(~causal, 0.0)
+    p = torch.bmm(g, et)  # (b H K, C, C): sum_l G_il e_jl
+    del e, et
+    # exact zeros above the diagonal (a later key in the chunk); tril is ~5x faster here than
+    # masked_fill with a boolean mask
+    p = p.tril() if grad else p.tril_()
     # the carried sums' part first, so that G is freed before the within-chunk product
-    carried = acc[:, :, :K, :, :hs].reshape(b * H * K, m, hs)
-    y = torch.bmm(g.reshape(b * H * K, C, m), carried)  # (b H K, C, hs)
-    del g, carried
-    v3 = v.reshape(b * H * K, C, hs)
-    y = torch.baddbmm(y, p.view(b * H * K, C, C), v3) if grad else y.baddbmm_(p.view(-1, C, C), v3)
-    del p, v3
+    y = torch.bmm(g, acc[:, :, :K, :, :hs].reshape(bHK, m, hs))  # (b H K, C, hs)
+    del g
+    y = torch.baddbmm(y, p, v3[..., :hs]) if grad else y.baddbmm_(p, v3[..., :hs])
+    del p
     y = y.view(b, H, K, C, hs)
     if clamped:  # the positions whose weights were clamped: the exact evaluation
-        s = (k.reshape(b, H, K * C, hs) @ ql.transpose(-1, -2)[None]).view(b, H, K, C, m)
-        run = torch.maximum(s.cummax(dim=3).values, start[:, :, :K, None])
-        bad = ((run - start[:, :, :K, None]).amax(dim=-1) > FAST_LIMIT)[..., None]
-        y = torch.where(bad, exact_span(q, k, v, ql, kl, z, state, causal, before), y)
-    return y, (start[:, :, K], acc[:, :, K])
+        s = torch.bmm(k.reshape(bH, K * C, hs), lm.qlt).view(b, H, K, C, m)
+        run = torch.maximum(s.cummax(dim=3).values, before_c[:, :, :, None])
+        bad = ((run - before_c[:, :, :, None]).amax(dim=-1) > FAST_LIMIT)[..., None]
+        y = torch.where(bad, exact_span(q, k, v1[..., :hs], lm.ql, lm.kl, lm.z, state, causal,
+                                        before), y)
+    # the state copied out of the span's sums, so that they are freed before the next span
+    return y, (start[:, :, K].clone(), acc[:, :, K].clone())
 
 
 def exact_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Tensor,
@@ -315,12 +367,12 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
 
     q, k, v: (B, H, T, hs) in the working dtype; ql, kl: (H, m, hs). The sequence is cut into
     chunks of ``min(chunk, T)`` positions (zero-padded at the end; padded keys come after every
-    real query), processed a span of chunks at a time (:func:`learned_span`); a span's largest
-    intermediates, about ``C + 3 m + 3 hs`` numbers per position and head (with the span's values
-    made contiguous), fit :data:`iclbench.attention._blocks.WORK_ELEMENTS` (rows of the batch are
-    taken together while they do). ``z``:
-    :func:`landmark_pinv` of the scaled ``ql`` and ``kl`` if already known (it depends on the
-    landmarks only), else computed here.
+    real query), processed a span of chunks at a time (:func:`learned_span`); a span's
+    intermediates at their peak (:func:`span_numbers` per position and head) fit
+    :data:`iclbench.attention._blocks.WORK_ELEMENTS` (rows of the batch are taken together while
+    they do). ``z``: :func:`landmark_pinv` of the scaled ``ql`` and ``kl`` if already known (it
+    depends on the landmarks only), else computed here. The output is returned as a (B, H, T, hs)
+    view of (B, T, H, hs) memory, the layout in which the model merges the heads.
     """
     Bsz, H, T, hs = q.shape
     m = ql.shape[1]
@@ -333,22 +385,29 @@ def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, i
     if z is None:
         z = landmark_pinv(ql, kl, iterations)
     kl = kl * scale  # for the queries' logits
-    out = qb.new_empty(Bsz, H, nc, C, hs)
+    # the output in (B, T, H, hs) memory, returned as a (B, H, T, hs) view: the model merges the
+    # heads of that layout without a copy (SelfAttention.attend)
+    out = qb.new_empty(Bsz, nc, C, H, hs)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    per_chunk = H * C * (C + 3 * m + 3 * hs)
+    per_chunk = H * C * span_numbers(C, m, hs)
     for rows in chunks(Bsz, nc * per_chunk):
         state: LearnedState | None = None
         n = len(range(*rows.indices(Bsz)))
+        lm = landmarks_for(ql, kl, z, n)
         spans = learned_spans(nc, n * per_chunk)
         width = spans[0].stop - spans[0].start
         before = _earlier(width + 1, width, q.device).to(q.dtype)
+        ones = q.new_ones(n, H, width, C, 1)
         for span in spans:
             K = span.stop - span.start
-            # the span's values once contiguous: its products would each copy the strided slice
-            out[rows, :, span], state = learned_span(
-                qb[rows, :, span], kb[rows, :, span], vb[rows, :, span].contiguous(), ql, kl, z,
-                state, causal, before[: K + 1, :K])
-    return out.view(Bsz, H, nc * C, hs)[:, :, :T]
+            # the span's values once contiguous (its products would each copy the strided
+            # slice), with a column of ones
+            v1 = torch.cat((vb[rows, :, span], ones[:, :, :K]), dim=-1)
+            y, state = learned_span(qb[rows, :, span], kb[rows, :, span], v1, lm, state, causal,
+                                    before[: K + 1, :K])
+            out[rows, span] = y.permute(0, 2, 3, 1, 4)
+            del y, v1  # freed before the next span's are formed
+    return out.view(Bsz, nc * C, H, hs)[:, :T].transpose(1, 2)
 
 
 SOURCES = ("segments", "learned")
