@@ -499,3 +499,27 @@ def test_efficient_cores_hold_less_memory_than_softmax(name: str, opts: dict[str
     finally:
         torch.set_num_threads(threads)
     assert peaks[name] < peaks["softmax"], peaks
+
+
+def test_combiner_copies_only_the_partial_block() -> None:
+    """At the profile stage's longest length (T = 8192, 2 heads x 32, batch 1, 2 threads) the
+    default block size (90) does not divide T. Only the trailing partial block is copied
+    (padded), so the core's peak stays below fused softmax's; padding a copy of q, k and v held
+    2.9x softmax's peak."""
+    from iclbench.profiling import peak_memory
+
+    T, heads, hs = 8192, 2, 32
+    g = generator(6, "memory")
+    q, k, v = (torch.randn(1, heads, T, hs, generator=g) for _ in range(3))
+    peaks = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for variant in ("softmax", "combiner"):
+            core = build_attention(variant, heads, hs, {}).eval()
+            with torch.inference_mode():
+                peaks[variant] = peak_memory(lambda core=core: core(q, k, v),
+                                             torch.device("cpu"))[0]
+    finally:
+        torch.set_num_threads(threads)
+    assert 8192 % 90 and peaks["combiner"] < peaks["softmax"], peaks

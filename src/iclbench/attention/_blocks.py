@@ -36,6 +36,29 @@ def to_blocks(t: Tensor, size: int) -> Tensor:
     return t.view(N, nb, size, hs)
 
 
+def split_blocks(t: Tensor, size: int) -> tuple[Tensor, Tensor | None]:
+    """(N, T, hs) -> the whole blocks, a view (N, T // size, size, hs), and the trailing
+    partial block zero-padded to ``size`` (N, 1, size, hs), or None when ``size`` divides T: only
+    the tail is copied (:func:`to_blocks` pads a copy of the whole sequence)."""
+    N, T, hs = t.shape
+    whole = T // size
+    full = t[:, : whole * size].view(N, whole, size, hs)
+    if whole * size == T:
+        return full, None
+    return full, F.pad(t[:, whole * size :], (0, 0, 0, (whole + 1) * size - T))[:, None]
+
+
+def take_blocks(full: Tensor, tail: Tensor | None, blocks: slice) -> Tensor:
+    """Blocks ``blocks`` (a slice of block indices, step 1) of the sequence split by
+    :func:`split_blocks`: a view of ``full``, or, for a slice reaching the tail, a copy of those
+    blocks with the tail appended (dimension 1)."""
+    whole = full.shape[1]
+    start, stop, _ = blocks.indices(whole + (tail is not None))
+    if tail is None or stop <= whole:
+        return full[:, start:stop]
+    return torch.cat((full[:, start:whole], tail), dim=1)
+
+
 def block_counts(T: int, size: int, device: torch.device) -> Tensor:
     """Real (unpadded) tokens in each of the ``ceil(T / size)`` blocks, shape (nb,)."""
     nb = math.ceil(T / size)

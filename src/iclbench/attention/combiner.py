@@ -17,8 +17,9 @@ softmax-trained model's swapped-in attention closer to exact softmax).
 A summary reads only its own block, which lies wholly before ``i``: the layer is causal. Never
 forms the T x T matrix: cost O(T (s + T / s) hs), i.e. O(T sqrt(T)) at ``s ~ sqrt(T)``. With one
 block covering the sequence it is exact causal softmax attention. Works in (at least) float32
-inside (also for bfloat16 inputs) and returns the input dtype. A trailing partial block is padded;
-padded keys sit after every real query, so the causal mask already hides them.
+inside (also for bfloat16 inputs) and returns the input dtype. Whole blocks are views of the
+input; only a trailing partial block is copied, zero-padded (padded keys sit after every real
+query, so the causal mask already hides them).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from iclbench.attention._blocks import (
     block_masks,
     chunks,
     local_and_summary_attention,
-    to_blocks,
+    split_blocks,
+    take_blocks,
 )
 from iclbench.attention.base import ATTENTION, Attention
 
@@ -69,24 +71,35 @@ class CombinerAttention(Attention):
         B, H, T, hs = q.shape
         work = torch.promote_types(q.dtype, torch.float32)  # at least float32 inside
         s = block_size(T, self.opts["block_size"])
-        qb, kb, vb = (to_blocks(t.to(work).reshape(B * H, T, hs), s) for t in (q, k, v))
+        # whole blocks as views, the trailing partial block as a padded copy
+        (qf, qt), (kf, kt), (vf, vt) = (split_blocks(t.to(work).reshape(B * H, T, hs), s)
+                                        for t in (q, k, v))
         scale = hs**-0.5
-        N, nb = qb.shape[:2]
-        out = qb.new_empty(N, nb, s, hs)
+        N, nb = qf.shape[0], math.ceil(T / s)
+        out = qf.new_empty(N, nb, s, hs)
         bias = math.log(s) if self.opts["log_size_bias"] else 0.0
         local_mask, summary_mask = block_masks(s, nb, nb, bias, q.device)
         for heads in chunks(N, nb * s * s):
-            qh, kh, vh = qb[heads], kb[heads], vb[heads]
+            parts = [(qf[heads], kf[heads], vf[heads])]
+            if qt is not None and kt is not None and vt is not None:
+                parts.append((qt[heads], kt[heads], vt[heads]))
             # block summaries; a trailing padded block is never an *earlier* block, so its
             # padding never reaches a summary that is read
-            sk = kh.amax(dim=2)  # (n, nb, hs)
-            sq = qh.amax(dim=2) * scale  # (n, nb, hs)
-            w = torch.softmax(torch.einsum("nbd,nbsd->nbs", sq, kh), dim=-1)
-            sv = torch.einsum("nbs,nbsd->nbd", w, vh)  # (n, nb, hs)
-            n = qh.shape[0]
+            sk, sv = (torch.cat(t, dim=1) for t in zip(*(summaries(*p, scale) for p in parts)))
+            n = sk.shape[0]
             for blocks in chunks(nb, block_elements(n, s, nb, hs)):
+                qh, kh, vh = (take_blocks(full[heads], None if tail is None else tail[heads],
+                                          blocks) for full, tail in ((qf, qt), (kf, kt), (vf, vt)))
                 out[heads, blocks] = local_and_summary_attention(
-                    qh[:, blocks], kh[:, blocks], vh[:, blocks], sk, sv[:, None], local_mask,
-                    summary_mask[blocks], scale,
+                    qh, kh, vh, sk, sv[:, None], local_mask, summary_mask[blocks], scale,
                 )
         return out.view(B, H, nb * s, hs)[:, :, :T].to(q.dtype)
+
+
+def summaries(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """Each block's summary key (max-pool of its keys) and value (its max-pooled query's
+    attention over its keys and values), (n, nb, hs) each, for q, k, v (n, nb, s, hs)."""
+    sk = k.amax(dim=2)
+    sq = q.amax(dim=2) * scale
+    w = torch.softmax(torch.einsum("nbd,nbsd->nbs", sq, k), dim=-1)
+    return sk, torch.einsum("nbs,nbsd->nbd", w, v)

@@ -153,11 +153,11 @@ MAX_SPAN_CHUNKS = 32
 
 def span_numbers(C: int, m: int, hs: int) -> int:
     """Numbers per position and head that a span of :func:`learned_span` holds at its peak
-    (inference; the within-chunk product): the values with their column of ones, the
-    within-chunk weights ``p`` and the output (``C + 2 hs + 1``), ``G`` (``m``), and the carried
-    sums of the span's chunk starts and their copy for the product with ``G`` (``m (hs + 1)``
-    per chunk each), and the state (measured: 158 at C = hs = 32, m = 16, against 163 here)."""
-    return C + 2 * hs + 1 + m + math.ceil(3 * m * (hs + 1) / C)
+    (inference; the product of ``G`` with the carried numerators): the values with their column
+    of ones, the within-chunk weights ``p`` and the output (``C + 2 hs + 1``), ``G`` (``m``),
+    the carried numerators (``m hs`` per chunk) and the state and running maxima, counted as as
+    much again (measured at C = hs = 32, m = 16: 143, against 146 here)."""
+    return C + 2 * hs + 1 + m + math.ceil(2 * m * (hs + 1) / C)
 
 
 def learned_spans(n_chunks: int, per_chunk: int) -> list[slice]:
@@ -193,7 +193,7 @@ class Landmarks(NamedTuple):
 
 def landmarks_for(ql: Tensor, kl: Tensor, z: Tensor, n: int) -> Landmarks:
     """:class:`Landmarks` for spans of ``n`` batch rows (``ql``, ``kl`` scaled)."""
-    H, m, hs = ql.shape
+    H = ql.shape[0]
 
     def rows(t: Tensor) -> Tensor:
         return t.expand(n, *t.shape).reshape(n * H, *t.shape[1:])
@@ -299,6 +299,11 @@ def learned_span(q: Tensor, k: Tensor, v1: Tensor, lm: Landmarks, state: Learned
     acc = _carry(ref, start, u, state, before)  # (b, H, K + 1, m, hs + 1)
     del u
     den = den + acc[:, :, :K, None, :, hs] if grad else den.add_(acc[:, :, :K, None, :, hs])
+    # the state after the span and the numerators entering each chunk, copied out of the
+    # span's sums, which are then freed
+    after = (start[:, :, K].clone(), acc[:, :, K].clone())
+    carried = acc[:, :, :K, :, :hs].reshape(bHK, m, hs)
+    del acc
     f = torch.softmax(torch.bmm(q.reshape(bH, K * C, hs), lm.klt), dim=-1)
     g = torch.bmm(f, lm.zn).view(bHK, C, m)
     del f
@@ -310,8 +315,8 @@ def learned_span(q: Tensor, k: Tensor, v1: Tensor, lm: Landmarks, state: Learned
     # masked_fill with a boolean mask
     p = p.tril() if grad else p.tril_()
     # the carried sums' part first, so that G is freed before the within-chunk product
-    y = torch.bmm(g, acc[:, :, :K, :, :hs].reshape(bHK, m, hs))  # (b H K, C, hs)
-    del g
+    y = torch.bmm(g, carried)  # (b H K, C, hs)
+    del g, carried
     y = torch.baddbmm(y, p, v3[..., :hs]) if grad else y.baddbmm_(p, v3[..., :hs])
     del p
     y = y.view(b, H, K, C, hs)
@@ -321,8 +326,7 @@ def learned_span(q: Tensor, k: Tensor, v1: Tensor, lm: Landmarks, state: Learned
         bad = ((run - before_c[:, :, :, None]).amax(dim=-1) > FAST_LIMIT)[..., None]
         y = torch.where(bad, exact_span(q, k, v1[..., :hs], lm.ql, lm.kl, lm.z, state, causal,
                                         before), y)
-    # the state copied out of the span's sums, so that they are freed before the next span
-    return y, (start[:, :, K].clone(), acc[:, :, K].clone())
+    return y, after
 
 
 def exact_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Tensor,
