@@ -122,7 +122,7 @@ def nystrom_learned_core(T: int, Bsz: int, H: int, hs: int, o: dict,
     once = H * (m * m * hs + pinv_macs(m, o["pinv_iterations"])) if first_forward else 0
     per_position = 4 * m * hs + m + m * m + C * m + C * hs
     # the span's memory per position and head, as stated in span_numbers' docstring
-    numbers = C + 2 * hs + 1 + m + math.ceil(2 * m * (hs + 1) / C)
+    numbers = C + 3 * hs // 2 + 1 + m + math.ceil(3 * m * (hs + 1) / (2 * C))
     carry = sum(b * H * m * (k + 1) * k * (hs + 1)
                 for b, k in learned_spans(Bsz, H, nc, H * C * numbers))
     return 2 * (once + Bsz * H * nc * C * per_position + carry) + conv_flops(T, Bsz * H, hs, o)
