@@ -53,6 +53,22 @@ def test_shapes_and_backward() -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("no_grad", [torch.no_grad, torch.inference_mode])
+def test_inference_forward_equals_the_autograd_one(no_grad) -> None:
+    """Without autograd a block applies GELU in place and adds the residual into its own
+    tensor: the same numbers, bit for bit, as the forward that training differentiates; the
+    caller's inputs are left unchanged."""
+    model = make()
+    g = generator(1, "inference")
+    xs, ys = torch.randn(3, 12, 4, generator=g), torch.randn(3, 12, generator=g)
+    before = xs.clone(), ys.clone()
+    with_grad = model(xs, ys)
+    with no_grad():
+        without = model(xs, ys)
+    assert torch.equal(with_grad.detach(), without)
+    assert torch.equal(xs, before[0]) and torch.equal(ys, before[1])
+
+
 def test_too_long_prompt_is_an_error() -> None:
     with pytest.raises(ValueError, match="exceeds the model's 24 positions"):
         make()(torch.randn(1, 13, 4), torch.randn(1, 13))
