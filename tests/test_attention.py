@@ -476,34 +476,42 @@ def test_learned_landmarks_cannot_be_swapped(trained: Decoder) -> None:
     get_variant("nystrom").check_swap_options({"landmarks": 4}, H, 16)  # segments can
 
 
+def core_peaks(cores: dict[str, dict[str, Any]], T: int, heads: int, hs: int,
+               seed: int) -> dict[str, int]:
+    """Peak working memory (allocator events during one forward, output included) of each core
+    (variant -> options) on the same random q, k, v (batch 1), at 2 threads: softmax's kernel
+    holds a buffer per thread, and other tests (profiling jobs) leave torch with another thread
+    count, so the count is set here and restored. Each core runs once before it is measured
+    (what it does once: the learned landmarks' pseudo-inverse)."""
+    from iclbench.profiling import peak_memory
+
+    g = generator(seed, "memory")
+    q, k, v = (torch.randn(1, heads, T, hs, generator=g) for _ in range(3))
+    peaks = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for variant, options in cores.items():
+            core = build_attention(variant, heads, hs, options).eval()
+            with torch.inference_mode():
+                core(q, k, v)
+                peaks[variant] = peak_memory(lambda core=core: core(q, k, v),
+                                             torch.device("cpu"))[0]
+    finally:
+        torch.set_num_threads(threads)
+    return peaks
+
+
 @pytest.mark.parametrize(("name", "opts"), [
     ("nystrom", {"landmarks_source": "learned", "landmarks": 16, "chunk": 32}),
     ("combiner", {}),
 ])
 def test_efficient_cores_hold_less_memory_than_softmax(name: str, opts: dict[str, Any]) -> None:
     """Issue 3's memory bar, at its size (T = 4096, batch 1, 2 threads, 8 heads x 32): the
-    core's peak working memory (allocator events during one forward, output included) stays
-    below fused softmax attention's. The chunk budgets (``_blocks.WORK_ELEMENTS``) bound it; a
-    layout or budget change that keeps more intermediates alive fails here. The threads are set
-    here: softmax's kernel holds a buffer per thread, and other tests (profiling jobs) leave
-    torch with another thread count."""
-    from iclbench.profiling import peak_memory
-
-    T, heads, hs = 4096, 8, 32
-    g = generator(5, "memory")
-    q, k, v = (torch.randn(1, heads, T, hs, generator=g) for _ in range(3))
-    peaks = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        for variant, options in (("softmax", {}), (name, opts)):
-            core = build_attention(variant, heads, hs, options).eval()
-            with torch.inference_mode():
-                core(q, k, v)  # what it does once (the learned landmarks' pseudo-inverse)
-                peaks[variant] = peak_memory(lambda core=core: core(q, k, v),
-                                             torch.device("cpu"))[0]
-    finally:
-        torch.set_num_threads(threads)
+    core's peak working memory stays below fused softmax attention's. The chunk budgets
+    (``_blocks.WORK_ELEMENTS``) bound it; a layout or budget change that keeps more
+    intermediates alive fails here."""
+    peaks = core_peaks({"softmax": {}, name: opts}, 4096, 8, 32, seed=5)
     assert peaks[name] < peaks["softmax"], peaks
 
 
@@ -512,20 +520,5 @@ def test_combiner_copies_only_the_partial_block() -> None:
     default block size (90) does not divide T. Only the trailing partial block is copied
     (padded), so the core's peak stays below fused softmax's; padding a copy of q, k and v held
     2.9x softmax's peak."""
-    from iclbench.profiling import peak_memory
-
-    T, heads, hs = 8192, 2, 32
-    g = generator(6, "memory")
-    q, k, v = (torch.randn(1, heads, T, hs, generator=g) for _ in range(3))
-    peaks = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        for variant in ("softmax", "combiner"):
-            core = build_attention(variant, heads, hs, {}).eval()
-            with torch.inference_mode():
-                peaks[variant] = peak_memory(lambda core=core: core(q, k, v),
-                                             torch.device("cpu"))[0]
-    finally:
-        torch.set_num_threads(threads)
+    peaks = core_peaks({"softmax": {}, "combiner": {}}, 8192, 2, 32, seed=6)
     assert 8192 % 90 and peaks["combiner"] < peaks["softmax"], peaks
