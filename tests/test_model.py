@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from iclbench.attention import ATTENTION
-from iclbench.model import Decoder, ModelSpec, interleave, load_model, save_model
+from iclbench.model import (
+    Decoder,
+    ModelSpec,
+    interleave,
+    load_model,
+    onednn_linear_available,
+    save_model,
+)
 from iclbench.seeding import generator
 
 
@@ -53,12 +60,18 @@ def test_shapes_and_backward() -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def _use_onednn(model: Decoder, on: bool) -> Decoder:
+    for block in model.blocks:
+        block.use_onednn = on
+    return model
+
+
 @pytest.mark.parametrize("no_grad", [torch.no_grad, torch.inference_mode])
 def test_inference_forward_equals_the_autograd_one(no_grad) -> None:
-    """Without autograd a block applies GELU in place and adds the residual into its own
-    tensor: the same numbers, bit for bit, as the forward that training differentiates; the
-    caller's inputs are left unchanged."""
-    model = make()
+    """Without autograd (and without oneDNN's kernels) a block applies GELU in place and adds
+    the residual into its own tensor: the same numbers, bit for bit, as the forward that
+    training differentiates; the caller's inputs are left unchanged."""
+    model = _use_onednn(make(), False)
     g = generator(1, "inference")
     xs, ys = torch.randn(3, 12, 4, generator=g), torch.randn(3, 12, generator=g)
     before = xs.clone(), ys.clone()
@@ -67,6 +80,73 @@ def test_inference_forward_equals_the_autograd_one(no_grad) -> None:
         without = model(xs, ys)
     assert torch.equal(with_grad.detach(), without)
     assert torch.equal(xs, before[0]) and torch.equal(ys, before[1])
+
+
+needs_onednn = pytest.mark.skipif(not onednn_linear_available(),
+                                  reason="this torch build has no oneDNN float linear layer")
+
+
+def _ops_run(fn) -> set[str]:
+    from torch.profiler import profile
+    with profile() as prof:
+        fn()
+    return {e.key for e in prof.key_averages()}
+
+
+@needs_onednn
+@pytest.mark.parametrize("no_grad", [torch.no_grad, torch.inference_mode])
+def test_cpu_inference_runs_onednn_and_matches_training_forward(no_grad) -> None:
+    """At CPU inference the blocks run oneDNN's linear layer with GELU and the residual adds
+    fused: the training forward's function to float rounding, repeatable bit for bit, the
+    inputs untouched. With autograd on (training), never."""
+    model = make(n_points=64)  # a 4x-wide layer of 128 inputs: MKL and oneDNN sum differently
+    g = generator(2, "inference")
+    xs, ys = torch.randn(4, 64, 4, generator=g), torch.randn(4, 64, generator=g)
+    before = xs.clone(), ys.clone()
+    with_grad = model(xs, ys).detach()
+    assert "mkldnn::_linear_pointwise" not in _ops_run(lambda: model(xs, ys))
+    with no_grad():
+        assert "mkldnn::_linear_pointwise" in _ops_run(lambda: model(xs, ys))
+        first, second = model(xs, ys), model(xs, ys)
+    torch.testing.assert_close(first, with_grad, rtol=1e-5, atol=1e-6)
+    assert torch.equal(first, second)
+    assert torch.equal(xs, before[0]) and torch.equal(ys, before[1])
+
+
+@needs_onednn
+def test_onednn_weights_are_packed_again_when_the_weights_change() -> None:
+    """The packed weights follow the model's: after load_state_dict (an in-place copy) and after
+    an optimiser step, inference matches a fresh model holding the same weights."""
+    model, other = make(), make()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=generator(3, "w")))
+    xs, ys = torch.randn(2, 12, 4), torch.randn(2, 12)
+    with torch.inference_mode():
+        old = model(xs, ys)  # packs the first weights
+    model.load_state_dict(other.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(model(xs, ys), other(xs, ys))
+        assert not torch.equal(model(xs, ys), old)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(xs, ys).square().mean().backward()
+    opt.step()
+    with torch.inference_mode():
+        fresh = make()
+        fresh.load_state_dict(model.state_dict())
+        assert torch.equal(model(xs, ys), fresh(xs, ys))
+
+
+@needs_onednn
+def test_a_model_that_ran_onednn_can_be_deep_copied() -> None:
+    """Packed weights are opaque oneDNN memory that cannot be copied: a copy packs its own."""
+    import copy
+    model = make()
+    xs, ys = torch.randn(2, 12, 4), torch.randn(2, 12)
+    with torch.inference_mode():
+        out = model(xs, ys)
+        twin = copy.deepcopy(model)
+        assert torch.equal(twin(xs, ys), out)
 
 
 def test_too_long_prompt_is_an_error() -> None:

@@ -80,6 +80,7 @@ NO_FLOP_OPS: set[str] = {
     "aten::_make_per_tensor_quantized_tensor", "aten::fake_quantize_per_tensor_affine",
     "quantized::linear_unpack", "quantized::linear_prepack", "quantized::linear_prepack_fp16",
     "aten::_empty_affine_quantized", "aten::_empty_per_channel_affine_quantized",
+    "mkldnn::_reorder_linear_weight",  # packs a float weight for oneDNN (iclbench.model.Block)
 }
 
 #: an op with no formula whose name matches this is probably a matrix product we cannot see
@@ -177,6 +178,13 @@ def _onednn_qlinear_flop(qx: torch.Tensor, *args: Any, out_val: Any = None, **kw
     # oneDNN's int8 linear layer, every overload (iclbench.quant.Int8Linear.int8_matmul): qx
     # (..., in) quantized input, out (..., out); fused bias, GELU and adds are not counted
     return 2 * qx.numel() * out_val.shape[-1]
+
+
+@flop_formula("mkldnn::_linear_pointwise")
+def _onednn_linear_flop(x: torch.Tensor, *args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    # oneDNN's float32 linear layer, both overloads (iclbench.model.Block at CPU inference): x
+    # (..., in), out (..., out); fused bias, GELU and residual adds are not counted
+    return 2 * x.numel() * out_val.shape[-1]
 
 
 @flop_formula("aten::_int_mm")
