@@ -34,7 +34,9 @@ kernel applies GELU (exact, float) and writes its output already quantized to ui
 second layer's input scale, and both residual adds happen in the kernels of ``c_proj`` and the
 second MLP layer. The integers are those fake quantization trained with; the block's output equals
 the per-layer kernels' to float rounding. Default model, batch 64, 2 threads (AVX-512 with VNNI):
-1.2-1.4x float32's speed where fbgemm per layer gave 1.1-1.3x (``benchmarks/int8_speed.py``).
+1.2-1.4x float32's speed where fbgemm per layer gave 1.1-1.3x, against float32 blocks on MKL;
+1.0-1.3x against float32 blocks on oneDNN's float linear layer, what CPU inference runs since
+2026-12-02 (``benchmarks/int8_speed.py``, README).
 The read-in and read-out (5 and 1 features) and the swap form's dynamic layers keep fbgemm.
 
 **Why these kernels (torch 2.13).** ``torch.ao.quantization`` (``quantize_dynamic`` etc.) is
