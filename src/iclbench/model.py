@@ -87,17 +87,24 @@ class SelfAttention(nn.Module):
 
 
 @functools.cache
-def onednn_linear_available() -> bool:
-    """Whether this torch build has oneDNN's float32 linear layer for the CPU
-    (``mkldnn::_linear_pointwise`` and its weight packing); asked once."""
+def onednn_ops(*names: str) -> bool:
+    """Whether this torch build has oneDNN and every op ``names`` (``"namespace::op"``) on the
+    CPU; asked once per set of names (forwards ask on every call)."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        torch.ops.mkldnn._linear_pointwise  # noqa: B018 - raises where the op is not built
-        torch.ops.mkldnn._reorder_linear_weight  # noqa: B018
+        for name in names:
+            namespace, op = name.split("::")
+            getattr(getattr(torch.ops, namespace), op)  # raises where the op is not built
     except (AttributeError, RuntimeError):
         return False
     return True
+
+
+def onednn_linear_available() -> bool:
+    """Whether this torch build has oneDNN's float32 linear layer for the CPU
+    (``mkldnn::_linear_pointwise``) and its weight packing."""
+    return onednn_ops("mkldnn::_linear_pointwise", "mkldnn::_reorder_linear_weight")
 
 
 class PackedWeights(dict):  # type: ignore[type-arg]
@@ -128,29 +135,20 @@ class Block(nn.Module):
         self._packed = PackedWeights()
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() or not isinstance(self.mlp[1], nn.GELU):
-            x = x + self.attn(self.ln_1(x))
-            return x + self.mlp(self.ln_2(x))
-        # (an int8 block runs this method on its own submodules: only a Block takes oneDNN)
-        if isinstance(self, Block) and self.onednn(x):
+        if self.onednn(x):
             return self._onednn_forward(x)
-        # inference: GELU in place on the hidden layer and the residual added into x (a tensor
-        # of this forward's own), the same values without two more activation-sized buffers
-        # (the 4x-wide hidden layer is the model's largest; 12% off the whole forward at 8192
-        # tokens with a free attention core, in interleaved runs)
-        x = x + self.attn(self.ln_1(x))
-        hidden = self.mlp[0](self.ln_2(x))
-        torch.ops.aten.gelu_(hidden, approximate=self.mlp[1].approximate)
-        return x.add_(self.mlp[2](hidden))
+        return residual_forward(self, x)
 
     def _linears(self) -> dict[str, nn.Module]:
         return {"c_attn": self.attn.c_attn, "c_proj": self.attn.c_proj, "fc1": self.mlp[0],
                 "fc2": self.mlp[2]}
 
     def onednn(self, x: Tensor) -> bool:
-        """Whether an inference forward of ``x`` runs :meth:`_onednn_forward`: on the CPU, in
-        float32, with plain ``nn.Linear`` layers (not int8 or fake-quantized ones)."""
-        return (self.use_onednn and x.device.type == "cpu" and x.dtype == torch.float32
+        """Whether :meth:`forward` runs :meth:`_onednn_forward` for ``x``: without autograd, on
+        the CPU, in float32, with plain ``nn.Linear`` layers (not int8 or fake-quantized ones)."""
+        return (self.use_onednn and not torch.is_grad_enabled()
+                and isinstance(self.mlp[1], nn.GELU)
+                and x.device.type == "cpu" and x.dtype == torch.float32
                 and x.dim() == 3 and onednn_linear_available()
                 and all(type(m) is nn.Linear and m.weight.dtype == torch.float32
                         for m in self._linears().values()))
@@ -192,6 +190,21 @@ class Block(nn.Module):
         del y
         hidden = lp(self.ln_2(h), w["fc1"], b["fc1"], "gelu", [], self.mlp[1].approximate)
         return lp.binary(hidden, h, w["fc2"], b["fc2"], "add").view(B, T, C)
+
+
+def residual_forward(block: nn.Module, x: Tensor) -> Tensor:
+    """``x + attn(ln_1(x))``, then ``+ mlp(ln_2(...))``, on ``block``'s submodules (a
+    :class:`Block`, or an int8 block with the same ones): the forward that training
+    differentiates, or, without autograd, GELU in place on the hidden layer and the residual
+    added into the block's own tensor, the same values without two more activation-sized
+    buffers (the 4x-wide hidden layer is the model's largest; 12% off the whole forward at 8192
+    tokens with a free attention core, in interleaved runs)."""
+    x = x + block.attn(block.ln_1(x))
+    if torch.is_grad_enabled() or not isinstance(block.mlp[1], nn.GELU):
+        return x + block.mlp(block.ln_2(x))
+    hidden = block.mlp[0](block.ln_2(x))
+    torch.ops.aten.gelu_(hidden, approximate=block.mlp[1].approximate)
+    return x.add_(block.mlp[2](hidden))
 
 
 def interleave(xs: Tensor, ys: Tensor) -> Tensor:

@@ -68,7 +68,6 @@ the int8 model; :func:`iclbench.model.load_model` dispatches to it.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -83,7 +82,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from iclbench.model import Block, Decoder, ModelSpec
+from iclbench.model import Block, Decoder, ModelSpec, onednn_ops, residual_forward
 from iclbench.variants import EXTRA_VARIANTS, Variant
 
 log = logging.getLogger(__name__)
@@ -470,19 +469,6 @@ class Int8Embedding(nn.Module):
         return self.weight[idx].float() * self.weight_scale
 
 
-@functools.cache
-def _onednn_int8() -> bool:
-    """Whether this torch build has oneDNN's int8 linear layer on CPU (asked once: every fused
-    block's forward asks)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        torch.ops.onednn.qlinear_pointwise  # noqa: B018 - raises where the op is not built
-    except (AttributeError, RuntimeError):
-        return False
-    return True
-
-
 class Int8Block(nn.Module):
     """A decoder block of an int8 model: the same submodules (and state-dict keys) as
     :class:`iclbench.model.Block`, the same function ``x + attn(ln_1(x))`` then
@@ -499,7 +485,7 @@ class Int8Block(nn.Module):
     LayerNorm, attention and softmax stay float32. The integers are the ones fake quantization
     trained with (the same rounding and clamping at +-M; only float rounding differs). Elsewhere
     (dynamic per-token scales of the swap form, activations below 8 bits, CUDA) it runs
-    ``Block.forward`` through :class:`Int8Linear`'s own forward.
+    :func:`iclbench.model.residual_forward` through :class:`Int8Linear`'s own forward.
     """
 
     def __init__(self, block: Block) -> None:
@@ -517,13 +503,13 @@ class Int8Block(nn.Module):
         layers = self._linears()
         gelu = self.mlp[1]
         return (self.use_onednn and x.device.type == "cpu" and len(layers) == 4
-                and _onednn_int8()
+                and onednn_ops("onednn::qlinear_pointwise")
                 and all(not m.dynamic and m.activation_bits == 8 for m in layers)
                 and isinstance(gelu, nn.GELU) and gelu.approximate == "none")
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.fused(x):  # Block.forward reads the same submodules
-            return Block.forward(self, x)  # type: ignore[arg-type]
+        if not self.fused(x):
+            return residual_forward(self, x)
         B, T, C = x.shape
         c_attn, c_proj, fc1, fc2 = self._linears()
         qkv = c_attn.int8_matmul(c_attn.quantize(self.ln_1(x).reshape(B * T, C)))
