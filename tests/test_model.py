@@ -137,6 +137,27 @@ def test_onednn_weights_are_packed_again_when_the_weights_change() -> None:
 
 
 @needs_onednn
+def test_onednn_weights_follow_a_fused_optimiser_between_evaluations() -> None:
+    """A fused Adam step changes the weights in place without bumping their version counter:
+    evaluating during training (eval, step in train mode, eval) must still see the new weights."""
+    model = make()
+    xs, ys = torch.randn(2, 12, 4), torch.randn(2, 12)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
+    for _ in range(2):
+        model.eval()
+        with torch.inference_mode():
+            model(xs, ys)  # packs the weights of this step
+        model.train()
+        model(xs, ys).square().mean().backward()
+        opt.step()
+    model.eval()
+    fresh = make()
+    fresh.load_state_dict(model.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(model(xs, ys), fresh.eval()(xs, ys))
+
+
+@needs_onednn
 def test_a_model_that_ran_onednn_can_be_deep_copied() -> None:
     """Packed weights are opaque oneDNN memory that cannot be copied: a copy packs its own."""
     import copy

@@ -10,6 +10,7 @@ import logging
 import platform
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from iclbench.evaluate import evaluate, load_prompts, make_prompts, model_predic
 from iclbench.model import ModelSpec, load_model
 from iclbench.results import ICL_ERRORS, PROFILE, read_parquet, tidy, write_json, write_parquet
 from iclbench.runtime import keep_freed_memory
-from iclbench.tasks import build_task
-from iclbench.variants import get_variant
+from iclbench.tasks import Task, build_task
+from iclbench.train import Checkpointing, TrainSpec, train
+from iclbench.variants import Variant, get_variant
 
 log = logging.getLogger("iclbench")
 
@@ -67,6 +69,36 @@ def sample_eval_prompts(
              prompts.xs.shape[1], cfg.n_points, task, ood, list(levels), output)
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """What training one (task, variant) model needs, built from a rule's ``params``."""
+
+    task: Task
+    model_spec: ModelSpec
+    spec: TrainSpec
+    variant: Variant
+    options: Mapping[str, Any]
+    device: torch.device
+
+
+def train_job(task: str, variant: str, params: Mapping[str, Any]) -> TrainJob:
+    """The model shape, training schedule, variant and device of one training job."""
+    n_dims = int(params["n_dims"])
+    cfg, fn_class = _task(task, params["task"], n_dims)
+    model_cfg = ModelConfig.from_dict(params["model"])
+    tc = TrainConfig.from_dict(params["train"])
+    dims = Schedule(int(tc.dims_curriculum["start"]), n_dims, int(tc.dims_curriculum["inc"]),
+                    int(tc.dims_curriculum["interval"]))
+    spec = TrainSpec(tc.steps, tc.batch_size, tc.lr, tc.warmup_steps, tc.lr_schedule, dims,
+                     cfg.points, tc.log_every, tc.grad_clip)
+    options = dict(params["variant_options"])
+    kind = get_variant(variant)
+    base = ModelSpec(n_dims, 2 * cfg.n_points, model_cfg.n_embd, model_cfg.n_layer,
+                     model_cfg.n_head, n_out=fn_class.out_dims)
+    return TrainJob(fn_class, kind.model_spec(base, options), spec, kind, options,
+                    resolve_device(str(params["device"])))
+
+
 def train_model(
     task: str, variant: str, seed: int, params: Mapping[str, Any], threads: int,
     model_path: str | Path, config_path: str | Path, log_path: str | Path,
@@ -78,40 +110,27 @@ def train_model(
     resumes from it if present, and deletes it once the outputs are written.
     """
     _torch_job(threads)
-    n_dims = int(params["n_dims"])
-    cfg, fn_class = _task(task, params["task"], n_dims)
-    model_cfg = ModelConfig.from_dict(params["model"])
-    tc = TrainConfig.from_dict(params["train"])
-    dims = Schedule(int(tc.dims_curriculum["start"]), n_dims, int(tc.dims_curriculum["inc"]),
-                    int(tc.dims_curriculum["interval"]))
-    from iclbench.train import TrainSpec
-
-    spec = TrainSpec(tc.steps, tc.batch_size, tc.lr, tc.warmup_steps, tc.lr_schedule, dims, cfg.points,
-                     tc.log_every, tc.grad_clip)
-    options = dict(params["variant_options"])
-    kind = get_variant(variant)
-    base = ModelSpec(n_dims, 2 * cfg.n_points, model_cfg.n_embd, model_cfg.n_layer,
-                     model_cfg.n_head, n_out=fn_class.out_dims)
-    model_spec = kind.model_spec(base, options)
-    device = resolve_device(str(params["device"]))
+    job = train_job(task, variant, params)
+    device = job.device
     log.info("training %s/%s seed %d on %s with %d threads", task, variant, seed, device, threads)
     from iclbench.checkpoint import describe, fingerprint
-    from iclbench.train import Checkpointing, train
 
     ckpt = None
     if checkpoint_path is not None:
-        ckpt = Checkpointing(Path(checkpoint_path), tc.checkpoint_every,
+        every = TrainConfig.from_dict(params["train"]).checkpoint_every
+        ckpt = Checkpointing(Path(checkpoint_path), every,
                              fingerprint({"task": task, "variant": variant, "seed": seed,
                                           "params": dict(params)}))
-    model, table = train(fn_class, model_spec, spec, seed, task, device,
-                         prepare=lambda m: kind.prepare_training(m, options),
+    model, table = train(job.task, job.model_spec, job.spec, seed, task, device,
+                         prepare=lambda m: job.variant.prepare_training(m, job.options),
                          checkpointing=ckpt, context=describe(params))
     write_parquet(table.assign(task=task, variant=variant, seed=seed), log_path)
-    kind.save(model, model_path, options, {"task": task, "variant": variant, "seed": str(seed)})
+    job.variant.save(model, model_path, job.options,
+                     {"task": task, "variant": variant, "seed": str(seed)})
     write_json({"task": task, "variant": variant, "seed": seed, "device": str(device),
                 "threads": threads, "torch_version": torch.__version__,
                 "python": platform.python_version(), "params": dict(params)}, config_path)
-    log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], tc.steps)
+    log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], job.spec.steps)
     if ckpt is not None:
         ckpt.path.unlink(missing_ok=True)
 

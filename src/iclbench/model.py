@@ -143,10 +143,19 @@ class Block(nn.Module):
         return {"c_attn": self.attn.c_attn, "c_proj": self.attn.c_proj, "fc1": self.mlp[0],
                 "fc2": self.mlp[2]}
 
+    def train(self, mode: bool = True) -> Block:
+        """Also drops the packed weights when training starts: fused optimisers (``Adam(...,
+        fused=True)``, what :func:`iclbench.train.train` uses) update weights in place without
+        bumping their version counter, so the key alone would not see their steps."""
+        if mode:
+            self._packed.clear()
+        return super().train(mode)
+
     def onednn(self, x: Tensor) -> bool:
-        """Whether :meth:`forward` runs :meth:`_onednn_forward` for ``x``: without autograd, on
-        the CPU, in float32, with plain ``nn.Linear`` layers (not int8 or fake-quantized ones)."""
-        return (self.use_onednn and not torch.is_grad_enabled()
+        """Whether :meth:`forward` runs :meth:`_onednn_forward` for ``x``: in eval mode, without
+        autograd, on the CPU, in float32, with plain ``nn.Linear`` layers (not int8 or
+        fake-quantized ones)."""
+        return (self.use_onednn and not self.training and not torch.is_grad_enabled()
                 and isinstance(self.mlp[1], nn.GELU)
                 and x.device.type == "cpu" and x.dtype == torch.float32
                 and x.dim() == 3 and onednn_linear_available()

@@ -77,13 +77,15 @@ def train(
     prepare: Callable[[Decoder], Decoder] | None = None,
     checkpointing: Checkpointing | None = None,
     context: str = "",
+    on_log: Callable[[int, Decoder], None] | None = None,
 ) -> tuple[Decoder, pd.DataFrame]:
     """Train one model; returns it (on ``device``, eval mode) and its log as a DataFrame.
 
     ``prepare`` (a variant's hook) may change the freshly built model before training. With
     ``checkpointing``, the state is saved every ``every`` steps and a run resumes from an existing
     checkpoint; the caller deletes it once the outputs are written. ``context`` (the job's key
-    settings) goes into error messages.
+    settings) goes into error messages. ``on_log(step, model)`` is called after each log row (a
+    benchmark's held-out evaluation; training resumes in train mode afterwards).
     """
     model = Decoder(model_spec, generator=generator(seed, "init", task_name))
     if prepare is not None:
@@ -138,6 +140,9 @@ def train(
             )
             bar.set_postfix(loss=f"{running / count:.4f}", dims=dims, points=points)
             running, count = 0.0, 0
+            if on_log is not None:
+                on_log(step + 1, model)
+                model.train()
         if checkpointing is not None and (step + 1) % checkpointing.every == 0 \
                 and step + 1 < spec.steps:
             state = TrainState(step + 1, model.state_dict(), optimiser.state_dict(),
