@@ -85,6 +85,15 @@ BAD = [
     ("baselines.xgboost.max_prompts", 0, "baselines.xgboost: max_prompts must be"),
     ("variants.int8.start_step", 40, "variants.int8.start_step (40) must be below train.steps (40)"),
     ("eval.n_prompts_ood", 65, "eval.n_prompts_ood (65) must not exceed eval.n_prompts (64)"),
+    ("tasks.relu_2nn.variants", ["softmax", "sofmax"],
+     "tasks.relu_2nn.variants: 'sofmax' not under variants"),
+    ("tasks.relu_2nn.variants", [], "config key tasks.relu_2nn.variants"),
+    ("tasks.relu_2nn.train", {"stepz": 5}, "config key tasks.relu_2nn.train: Additional properties"),
+    ("tasks.relu_2nn.train", {"steps": 0}, "config key tasks.relu_2nn.train.steps: 0 is less"),
+    ("tasks.relu_2nn.train", {"checkpoint_every": 15},
+     "tasks.relu_2nn.train.checkpoint_every (15) must be a multiple of"),
+    ("tasks.decision_tree.train", {"steps": 20},
+     "variants.int8.start_step (20) must be below tasks.decision_tree.train.steps (20)"),
 ]
 
 
@@ -98,6 +107,29 @@ def test_bad_config_names_the_key(smoke_config, path: str, value: Any, message: 
     with pytest.raises(ConfigError) as err:
         validated(raw)
     assert message in str(err.value)
+
+
+def test_a_task_sets_its_own_training_and_variants(smoke_config) -> None:
+    """tasks.<task>.train overrides keys of train for that task only; tasks.<task>.variants
+    trains a subset there (the rest of the grid is untouched)."""
+    from iclbench.config import task_train, task_variants
+
+    raw = copy.deepcopy(smoke_config)
+    raw["tasks"]["relu_2nn"]["train"] = {"steps": 60, "lr": 1e-3}
+    raw["tasks"]["relu_2nn"]["variants"] = ["int8", "softmax"]
+    validated(raw)
+    assert task_train(raw, "relu_2nn") == {**raw["train"], "steps": 60, "lr": 1e-3}
+    assert task_train(raw, "linear_regression") == raw["train"]
+    assert task_variants(raw, "relu_2nn") == ["softmax", "int8"]  # in the order of variants:
+    assert task_variants(raw, "linear_regression") == list(raw["variants"])
+
+
+def test_swaps_need_softmax_trained_somewhere(smoke_config) -> None:
+    raw = copy.deepcopy(smoke_config)
+    for task in raw["tasks"].values():
+        task["variants"] = ["relu"]
+    with pytest.raises(ConfigError, match="swapped: needs softmax trained on some task"):
+        validated(raw)
 
 
 def test_missing_key_is_named(smoke_config) -> None:

@@ -38,13 +38,31 @@ class TaskConfig:
     n_points: int
     points: Schedule
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: keys of the top-level ``train`` section that this task sets otherwise
+    train: Mapping[str, Any] = field(default_factory=dict)
+    #: the variants trained from scratch on this task; None: every one under ``variants``
+    variants: tuple[str, ...] | None = None
 
     @classmethod
     def from_dict(cls, name: str, raw: Mapping[str, Any]) -> TaskConfig:
         n_points = int(raw["n_points"])
         where = f"tasks.{name}.points_curriculum"
+        variants = raw.get("variants")
         return cls(name, n_points, _schedule(raw["points_curriculum"], n_points, where),
-                   dict(raw.get("options") or {}))
+                   dict(raw.get("options") or {}), dict(raw.get("train") or {}),
+                   None if variants is None else tuple(str(v) for v in variants))
+
+
+def task_train(raw: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The ``train`` section that trains ``task``: the top-level one with the task's own
+    ``tasks.<task>.train`` keys in its place (plain values, for a rule's ``params``)."""
+    return {**raw["train"], **(raw["tasks"][task].get("train") or {})}
+
+
+def task_variants(raw: Mapping[str, Any], task: str) -> list[str]:
+    """The variants trained from scratch on ``task``, in the order of ``variants:``."""
+    chosen = raw["tasks"][task].get("variants")
+    return [v for v in raw["variants"] if chosen is None or v in chosen]
 
 
 @dataclass(frozen=True)
@@ -196,12 +214,13 @@ def check(raw: Mapping[str, Any]) -> Config:
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: duplicate seeds in {list(cfg.seeds)}")
     _check_device(cfg.device)
-    _schedule(train.dims_curriculum, n_dims, "train.dims_curriculum")
-    if train.checkpoint_every % train.log_every:
-        raise ConfigError(
-            f"train.checkpoint_every ({train.checkpoint_every}) must be a multiple of "
-            f"train.log_every ({train.log_every})"
-        )
+    for name, task in cfg.tasks.items():
+        where = f"tasks.{name}.train" if task.train else "train"
+        _check_train(TrainConfig.from_dict(task_train(raw, name)), n_dims, where)
+        unknown = sorted(set(task.variants or ()) - set(cfg.variants))
+        if unknown:
+            raise ConfigError(f"tasks.{name}.variants: {', '.join(map(repr, unknown))} not under "
+                              f"variants (known: {', '.join(cfg.variants)})")
     for name, task in cfg.tasks.items():
         _wrap(lambda: build_task(name, n_dims, task.options), f"tasks.{name}.options")
     head_dim = model.n_embd // model.n_head
@@ -209,11 +228,15 @@ def check(raw: Mapping[str, Any]) -> Config:
         _wrap(lambda: get_variant(name).check_options(opts, model.n_head, head_dim),
               f"variants.{name}")
     start = cfg.variants.get("int8", {}).get("start_step", 0)
-    if start >= train.steps:
-        raise ConfigError(f"variants.int8.start_step ({start}) must be below train.steps "
-                          f"({train.steps}): the model would never train quantized")
-    if cfg.swapped and "softmax" not in cfg.variants:
-        raise ConfigError("swapped: needs softmax under variants (swaps go into softmax models)")
+    for name in cfg.tasks:
+        steps = int(task_train(raw, name)["steps"])
+        key = f"tasks.{name}.train.steps" if "steps" in cfg.tasks[name].train else "train.steps"
+        if "int8" in task_variants(raw, name) and start >= steps:
+            raise ConfigError(f"variants.int8.start_step ({start}) must be below {key} "
+                              f"({steps}): the model would never train quantized")
+    if cfg.swapped and not any("softmax" in task_variants(raw, t) for t in cfg.tasks):
+        raise ConfigError("swapped: needs softmax trained on some task (swaps go into "
+                          "softmax models)")
     for name, opts in cfg.swapped.items():
         _wrap(lambda: get_variant(name).check_swap_options(opts, model.n_head, head_dim),
               f"swapped.{name}")
@@ -228,6 +251,15 @@ def check(raw: Mapping[str, Any]) -> Config:
     for name, setting in cfg.ood.items():
         _wrap(lambda: OOD.get(name)(**setting.options).check_levels(setting.levels), f"ood.{name}")
     return cfg
+
+
+def _check_train(train: TrainConfig, n_dims: int, where: str) -> None:
+    _schedule(train.dims_curriculum, n_dims, f"{where}.dims_curriculum")
+    if train.checkpoint_every % train.log_every:
+        raise ConfigError(
+            f"{where}.checkpoint_every ({train.checkpoint_every}) must be a multiple of "
+            f"{where}.log_every ({train.log_every})"
+        )
 
 
 def canonical(obj: Any) -> Any:

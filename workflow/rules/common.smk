@@ -3,7 +3,7 @@
 from iclbench.baselines import BASELINES
 from iclbench.ood import IN_DISTRIBUTION, OOD
 from iclbench.figures import FIGURES as FIGURE_REGISTRY
-from iclbench.config import canonical, check, validate_schema
+from iclbench.config import canonical, check, task_train, task_variants, validate_schema
 import yaml
 
 validate_schema(
@@ -45,19 +45,25 @@ def baseline_pairs():
     ]
 
 
+def trained_pairs():
+    """(task, variant) pairs trained from scratch: tasks.<task>.variants, or every variant."""
+    return [(t, v) for t in TASKS for v in task_variants(config, t)]
+
+
 def eval_tables():
-    models = expand(
-        "results/eval/{task}/{variant}-trained-seed{seed}.parquet",
-        task=TASKS,
-        variant=VARIANTS,
-        seed=SEEDS,
-    )
-    swapped = expand(
-        "results/eval/{task}/{variant}-swapped-seed{seed}.parquet",
-        task=TASKS,
-        variant=SWAPPED,
-        seed=SEEDS,
-    )
+    models = [
+        f"results/eval/{t}/{v}-trained-seed{s}.parquet"
+        for t, v in trained_pairs()
+        for s in SEEDS
+    ]
+    # swaps go into the softmax models, so only on the tasks softmax is trained on
+    swapped = [
+        f"results/eval/{t}/{v}-swapped-seed{s}.parquet"
+        for t in TASKS
+        if "softmax" in task_variants(config, t)
+        for v in SWAPPED
+        for s in SEEDS
+    ]
     baselines = [f"results/eval/{t}/baseline-{b}.parquet" for t, b in baseline_pairs()]
     return models + swapped + baselines
 

@@ -16,7 +16,7 @@ rule train_model:
             "task": config["tasks"][wc.task],
             "n_dims": config["n_dims"],
             "model": config["model"],
-            "train": config["train"],
+            "train": task_train(config, wc.task),
             "variant_options": config["variants"][wc.variant],
             "device": config["device"],
         },
