@@ -11,7 +11,8 @@ the model every N steps (on the first 512 prompts) while it trains.
         [--task linear_regression] [--variant softmax] [--jobs 2] [--curve-every 500]
         [--set train.lr=1e-3 --name mine] [--out results.parquet]
 
-``--recipes`` names entries of :data:`LADDER` (``--list`` prints them); ``--set KEY=VALUE``
+``--recipes`` names entries of :data:`LADDER` (each adds one change to the one before) or
+:data:`SIDE` (``--list`` prints them); ``--set KEY=VALUE``
 (dotted config keys, values parsed as YAML, ``task.`` for the trained task's section) defines one
 more recipe named by ``--name``. Jobs run in parallel processes of one thread each (``--jobs``).
 """
@@ -45,7 +46,8 @@ CURVE_PROMPTS = 512
 #: move when config/config.yaml does
 OLD: dict[str, Any] = {
     "train.steps": 2500, "train.batch_size": 32, "train.lr": 5e-4, "train.warmup_steps": 500,
-    "train.lr_schedule": "cosine",
+    "train.lr_schedule": "cosine", "train.grad_clip": 1.0,
+    "model.n_embd": 64, "model.n_layer": 3, "model.n_head": 2,
     "train.dims_curriculum": {"start": 2, "inc": 1, "interval": 250},
     "task.points_curriculum": "stages of 250",  # resolved per task by _stages
     "init.read_in": "gpt2",
@@ -59,6 +61,8 @@ def _ladder() -> dict[str, dict[str, Any]]:
         ("steps6000", {"train.steps": 6000}),
         ("batch64", {"train.batch_size": 64}),
         ("read_in_linear", {"init.read_in": "linear"}),
+        ("lr1e-3", {"train.lr": 1e-3}),
+        ("heads4", {"model.n_head": 4}),
     ]
     ladder, current = {}, dict(OLD)
     for name, change in steps:
@@ -68,6 +72,13 @@ def _ladder() -> dict[str, dict[str, Any]]:
 
 
 LADDER = _ladder()
+#: recipes off the ladder: (the ladder row they change, the change)
+SIDE: dict[str, tuple[str, dict[str, Any]]] = {
+    "heads4_read_in_gpt2": ("heads4", {"init.read_in": "gpt2"}),
+    "heads8": ("heads4", {"model.n_head": 8}),
+    "lr1e-3_steps12000": ("lr1e-3", {"train.steps": 12000}),
+}
+RECIPES = {**LADDER, **{name: {**LADDER[base], **change} for name, (base, change) in SIDE.items()}}
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -207,17 +218,17 @@ def main() -> None:
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
     if args.list:
-        for name, recipe in LADDER.items():
+        for name, recipe in RECIPES.items():
             print(name, recipe)
         return
     raw = yaml.safe_load(Path(args.config).read_text())
     recipes: dict[str, dict[str, Any]] = {}
     for name in args.recipes:
-        if name not in LADDER:
-            sys.exit(f"unknown recipe {name!r}; known are: {', '.join(LADDER)}")
-        recipes[name] = LADDER[name]
+        if name not in RECIPES:
+            sys.exit(f"unknown recipe {name!r}; known are: {', '.join(RECIPES)}")
+        recipes[name] = RECIPES[name]
     if args.set:
-        custom = dict(LADDER[args.base]) if args.base else {}
+        custom = dict(RECIPES[args.base]) if args.base else {}
         for item in args.set:
             key, _, value = item.partition("=")
             custom[key] = yaml.safe_load(value)

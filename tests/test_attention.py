@@ -522,3 +522,52 @@ def test_combiner_copies_only_the_partial_block() -> None:
     2.9x softmax's peak."""
     peaks = core_peaks({"softmax": {}, "combiner": {}}, 8192, 2, 32, seed=6)
     assert 8192 % 90 and peaks["combiner"] < peaks["softmax"], peaks
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_qk_norm_is_an_option_of_every_variant(name: str) -> None:
+    """qk_norm: LayerNorm of each head's q and k over hs times a learned per-head scale (1 at
+    initialisation), applied by the model for every variant; causal, saved with the model, and
+    a swap keeps it with its learned scales."""
+    from iclbench.model import load_model, save_model
+
+    spec = ModelSpec(n_dims=4, n_positions=30, n_embd=32, n_layer=2, n_head=H,
+                     attention=name, attention_options={"qk_norm": True})
+    model = Decoder(spec, generator=generator(0, "qkn")).eval()
+    core = model.blocks[0].attn.core
+    assert core.ln_q.shape == (H, 1, 16) and torch.equal(core.ln_q, torch.ones_like(core.ln_q))
+    q, k, _ = qkv(7, B=1, dtype=torch.float32)
+    q16, k16 = q.repeat(1, 1, 1, 2), k.repeat(1, 1, 1, 2)  # head dim 16
+    nq, nk = core.norm_qk(q16, k16)
+    torch.testing.assert_close(nq, F.layer_norm(q16, (16,)))
+    torch.testing.assert_close(nk, F.layer_norm(k16, (16,)))
+    with torch.no_grad():
+        core.ln_q.mul_(2.0)
+    torch.testing.assert_close(core.norm_qk(q16, k16)[0], 2.0 * F.layer_norm(q16, (16,)))
+    g = generator(6, "qkn")
+    xs, ys = torch.randn(2, 15, 4, generator=g), torch.randn(2, 15, generator=g)
+    with torch.no_grad():
+        before = model(xs, ys)
+        later = xs.clone()
+        later[:, 9:] += 1.0
+        assert torch.equal(model(later, ys)[:, :9], before[:, :9])  # causal
+    plain = Decoder(ModelSpec(n_dims=4, n_positions=30, n_embd=32, n_layer=2, n_head=H,
+                              attention=name), generator=generator(0, "qkn")).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "ln_q" not in k
+                           and "ln_k" not in k})
+    with torch.no_grad():
+        assert not torch.allclose(plain(xs, ys), before)  # the norm changes the function
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(model, f"{tmp}/m.safetensors")
+        again = load_model(f"{tmp}/m.safetensors")
+    with torch.no_grad():
+        assert torch.equal(again(xs, ys), before)
+    if name == "softmax":
+        model.set_attention("softmax")
+        swapped = model.blocks[0].attn.core
+        assert swapped.opts["qk_norm"] and torch.equal(swapped.ln_q, core.ln_q)
+        with torch.no_grad():
+            assert torch.equal(model(xs, ys), before)
+        with pytest.raises(ValueError, match="qk_norm comes from the trained model"):
+            model.set_attention("softmax", {"qk_norm": False})

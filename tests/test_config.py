@@ -85,6 +85,8 @@ BAD = [
     ("baselines.xgboost.max_prompts", 0, "baselines.xgboost: max_prompts must be"),
     ("variants.int8.start_step", 40, "variants.int8.start_step (40) must be below train.steps (40)"),
     ("eval.n_prompts_ood", 65, "eval.n_prompts_ood (65) must not exceed eval.n_prompts (64)"),
+    ("swapped.nystrom.qk_norm", True, "swapped.nystrom: qk_norm comes from the softmax model"),
+    ("variants.relu.qk_norm", "yes", "variants.relu: qk_norm must be true or false, got 'yes'"),
     ("tasks.relu_2nn.variants", ["softmax", "sofmax"],
      "tasks.relu_2nn.variants: 'sofmax' not under variants"),
     ("tasks.relu_2nn.variants", [], "config key tasks.relu_2nn.variants"),

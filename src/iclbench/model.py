@@ -79,6 +79,7 @@ class SelfAttention(nn.Module):
         B, T, C = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in qkv.split(C, dim=2))
+        q, k = self.core.norm_qk(q, k)
         y = self.core(q, k, v)  # (B, nh, T, hs)
         return y.transpose(1, 2).reshape(B, T, C)
 
@@ -257,11 +258,22 @@ class Decoder(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=std, generator=generator)
 
     def set_attention(self, name: str, options: Mapping[str, Any] | None = None) -> None:
-        """Swap every layer's attention for another registered variant (no retraining)."""
+        """Swap every layer's attention for another registered variant (no retraining). A model
+        trained with ``qk_norm`` keeps it, with its learned scales."""
         head_dim = self.spec.n_embd // self.spec.n_head
+        options = dict(options or {})
+        if "qk_norm" in options:
+            raise ValueError("qk_norm comes from the trained model; a swap cannot set it")
         for block in self.blocks:
+            old = block.attn.core
             device = block.attn.c_attn.weight.device
-            block.attn.core = build_attention(name, self.spec.n_head, head_dim, options).to(device)
+            qk_norm = bool(old.opts.get("qk_norm", False))
+            core = build_attention(name, self.spec.n_head, head_dim,
+                                   {**options, "qk_norm": qk_norm}).to(device)
+            if qk_norm:
+                core.ln_q.data.copy_(old.ln_q.data)
+                core.ln_k.data.copy_(old.ln_k.data)
+            block.attn.core = core
 
     def hidden(self, tokens: Tensor) -> Tensor:
         """The final hidden states (B, T, n_embd) of tokens (B, T, d)."""

@@ -33,6 +33,9 @@ class Variant:
         """Like :meth:`check_options`, for the ``swapped:`` section: also rejects options that
         cannot go into a softmax-trained model (``Attention.check_swap``)."""
         self.check_options(options, n_head, head_dim)
+        if "qk_norm" in options:
+            raise ValueError("qk_norm comes from the softmax model a variant is swapped into "
+                             "(set it under variants.softmax)")
         if self.name in ATTENTION:
             ATTENTION.get(self.name).check_swap(options)
 

@@ -5,6 +5,11 @@ takes per-head queries, keys and values ``q, k, v`` of shape (B, nh, T, hs) and 
 attention output of the same shape: position ``i`` may read positions ``<= i`` only. The model owns
 the projections; a variant owns only how queries meet keys, so a variant can be swapped into a
 trained model at inference (``Decoder.set_attention``).
+
+Every variant also takes the option ``qk_norm`` (default false): LayerNorm of each head's queries
+and keys over the head dimension, with a learned scale per head and channel, before they meet
+(Dehghani et al. 2023; Wortsman et al. 2023 train ReLU attention with it). The model applies it
+through :meth:`Attention.norm_qk`, so it works the same for every variant.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclbench.registry import Registry, check_options
@@ -32,10 +39,25 @@ class Attention(nn.Module):
 
     def __init__(self, n_head: int, head_dim: int, **options: Any) -> None:
         super().__init__()
+        qk_norm = options.pop("qk_norm", False)
         check_options(options, self.options)
+        if not isinstance(qk_norm, bool):
+            raise ValueError(f"qk_norm must be true or false, got {qk_norm!r}")
         self.n_head = n_head
         self.head_dim = head_dim
-        self.opts: dict[str, Any] = {**self.options, **options}
+        self.opts: dict[str, Any] = {**self.options, **options, "qk_norm": qk_norm}
+        if qk_norm:
+            # "ln" in the names: the decoder initialises them to 1, like its LayerNorms
+            self.ln_q = nn.Parameter(torch.ones(n_head, 1, head_dim))  # (nh, 1, hs)
+            self.ln_k = nn.Parameter(torch.ones(n_head, 1, head_dim))
+
+    def norm_qk(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Queries and keys (B, nh, T, hs) as the core sees them: LayerNorm over hs times a
+        learned per-head scale with ``qk_norm``, unchanged otherwise."""
+        if not self.opts["qk_norm"]:
+            return q, k
+        return (F.layer_norm(q, (self.head_dim,)) * self.ln_q,
+                F.layer_norm(k, (self.head_dim,)) * self.ln_k)
 
     @classmethod
     def check_swap(cls, options: Mapping[str, Any]) -> None:
