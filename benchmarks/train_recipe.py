@@ -63,6 +63,8 @@ def _ladder() -> dict[str, dict[str, Any]]:
         ("read_in_linear", {"init.read_in": "linear"}),
         ("lr1e-3", {"train.lr": 1e-3}),
         ("heads4", {"model.n_head": 4}),
+        # the model's own read-in initialisation: nn.Linear's weights, zero bias
+        ("read_in_zero_bias", {"init.read_in": "default"}),
     ]
     ladder, current = {}, dict(OLD)
     for name, change in steps:
@@ -75,6 +77,7 @@ LADDER = _ladder()
 #: recipes off the ladder: (the ladder row they change, the change)
 SIDE: dict[str, tuple[str, dict[str, Any]]] = {
     "heads4_read_in_gpt2": ("heads4", {"init.read_in": "gpt2"}),
+    "relu_qk_norm": ("read_in_zero_bias", {"variants.relu.qk_norm": True}),
     "heads8": ("heads4", {"model.n_head": 8}),
     "lr1e-3_steps12000": ("lr1e-3", {"train.steps": 12000}),
 }
@@ -118,19 +121,24 @@ def params_for(raw: Mapping[str, Any], task: str, variant: str,
 
 
 def _read_in(model: torch.nn.Module, how: str, rng: torch.Generator) -> torch.nn.Module:
-    """Draw the read-in layer again: ``gpt2`` N(0, 0.02) weights and zero bias, or ``linear``,
-    ``nn.Linear``'s own U(-1/sqrt(d), 1/sqrt(d)) for both (Garg et al.'s code)."""
+    """Draw the read-in layer again (``default``: leave the model's own, nn.Linear's weights and
+    a zero bias): ``gpt2`` N(0, 0.02) weights and zero bias, ``linear``,
+    ``nn.Linear``'s own U(-1/sqrt(d), 1/sqrt(d)) for both (Garg et al.'s code), or
+    ``linear_zero_bias``, those weights and a zero bias."""
     layer = model.read_in
     with torch.no_grad():
         if how == "gpt2":
             torch.nn.init.normal_(layer.weight, 0.0, 0.02, generator=rng)
             torch.nn.init.zeros_(layer.bias)
-        elif how == "linear":
+        elif how in ("linear", "linear_zero_bias"):
             bound = layer.in_features ** -0.5
             torch.nn.init.uniform_(layer.weight, -bound, bound, generator=rng)
-            torch.nn.init.uniform_(layer.bias, -bound, bound, generator=rng)
+            if how == "linear":
+                torch.nn.init.uniform_(layer.bias, -bound, bound, generator=rng)
+            else:
+                torch.nn.init.zeros_(layer.bias)
         else:
-            raise ValueError(f"init.read_in: {how!r}; known are gpt2, linear")
+            raise ValueError(f"init.read_in: {how!r}; known are gpt2, linear, linear_zero_bias")
     return model
 
 
@@ -161,7 +169,7 @@ def run_one(raw: Mapping[str, Any], task: str, variant: str, name: str,
                       "last": float(err[-1])})
 
     def prepare(model: torch.nn.Module) -> torch.nn.Module:
-        if "init.read_in" in knobs:
+        if knobs.get("init.read_in", "default") != "default":
             model = _read_in(model, knobs["init.read_in"], generator(seed, "bench-read_in", task))
         return job.variant.prepare_training(model, job.options)
 

@@ -243,7 +243,11 @@ class Decoder(nn.Module):
     @torch.no_grad()
     def _init_weights(self, generator: torch.Generator | None) -> None:
         # GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer);
-        # an attention variant may ask for another std for its own parameters (Attention.init_std)
+        # an attention variant may ask for another std for its own parameters (Attention.init_std).
+        # The read-in is outside GPT-2 (Garg et al. build it as a plain nn.Linear): nn.Linear's
+        # U(-1/sqrt(d), 1/sqrt(d)) weights, so that a token's content outweighs its position
+        # embedding as there, and a zero bias: a shared offset in every token (nn.Linear's own
+        # bias) left ReLU attention stuck at predicting 0 (benchmarks/train_recipe.py)
         own = {f"{prefix}.{param}": std for prefix, module in self.named_modules()
                if isinstance(module, Attention) for param, std in module.init_std.items()}
         for name, p in self.named_parameters():
@@ -251,6 +255,9 @@ class Decoder(nn.Module):
                 nn.init.zeros_(p)
             elif "ln" in name:
                 nn.init.ones_(p)
+            elif name == "read_in.weight":
+                bound = self.spec.n_dims ** -0.5
+                nn.init.uniform_(p, -bound, bound, generator=generator)
             else:
                 std = own.get(name, 0.02)
                 if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
