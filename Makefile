@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: run test setup clean
+.PHONY: run test setup readme clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# the README's results tables, from results/summary of the last run
+readme: setup
+	$(BIN)/python -m iclbench.readme
 
 clean:
 	rm -rf results logs .snakemake

@@ -154,6 +154,7 @@ def run_one(raw: Mapping[str, Any], task: str, variant: str, name: str,
     prompts = make_prompts(job.task, task, n_prompts, n_points, EVAL_SEED)
     xs, ys = prompts.xs[0], prompts.ys[0]
     k2d = min(2 * int(params["n_dims"]), n_points - 1)
+    kd1 = int(params["n_dims"]) - 1
 
     def errors(model: torch.nn.Module, count: int) -> torch.Tensor:
         with torch.inference_mode():
@@ -166,7 +167,7 @@ def run_one(raw: Mapping[str, Any], task: str, variant: str, name: str,
         model.eval()
         err = errors(model, min(CURVE_PROMPTS, n_prompts))
         curve.append({"recipe": name, "seed": seed, "step": step, "k2d": float(err[k2d]),
-                      "last": float(err[-1])})
+                      "kd1": float(err[kd1]), "last": float(err[-1])})
 
     def prepare(model: torch.nn.Module) -> torch.nn.Module:
         if knobs.get("init.read_in", "default") != "default":
@@ -182,7 +183,7 @@ def run_one(raw: Mapping[str, Any], task: str, variant: str, name: str,
     err = errors(model, n_prompts)
     row = {"recipe": name, "task": task, "variant": variant, "seed": seed,
            "steps": job.spec.steps, "batch": job.spec.batch_size, "k": k2d,
-           "error_k2d": float(err[k2d]), "error_last": float(err[-1]),
+           "error_kd1": float(err[kd1]), "error_k2d": float(err[k2d]), "error_last": float(err[-1]),
            "last_k": n_points - 1, "final_loss": float(log["loss"].iloc[-1]),
            "wall_s": round(wall, 1)}
     return row, curve
@@ -196,14 +197,16 @@ def references(raw: Mapping[str, Any], task: str, n_prompts: int) -> pd.DataFram
     prompts = make_prompts(job.task, task, n_prompts, n_points, EVAL_SEED)
     xs, ys = prompts.xs[0], prompts.ys[0]
     k2d = min(2 * int(params["n_dims"]), n_points - 1)
+    kd1 = int(params["n_dims"]) - 1
     rows = []
     for name in ("zero", "averaging", "knn3", "least_squares"):
         err = squared_error(build_baseline(name).predict(xs, ys), ys).mean(0) / job.task.normaliser
-        rows.append({"reference": name, "error_k2d": float(err[k2d]),
-                     "error_last": float(err[-1])})
+        rows.append({"reference": name, "error_kd1": float(err[kd1]),
+                     "error_k2d": float(err[k2d]), "error_last": float(err[-1])})
     d = int(params["n_dims"])
     if task == "linear_regression":  # one optimally sized gradient-descent step from w = 0
-        rows.append({"reference": "one GD step", "error_k2d": (d + 1) / (k2d + d + 1),
+        rows.append({"reference": "one GD step", "error_kd1": (d + 1) / (kd1 + d + 1),
+                     "error_k2d": (d + 1) / (k2d + d + 1),
                      "error_last": (d + 1) / (n_points - 1 + d + 1)})
     return pd.DataFrame(rows)
 
@@ -262,7 +265,7 @@ def main() -> None:
         print(references(raw, args.task, args.prompts).to_string(index=False))
         if curves:
             print(pd.DataFrame(curves).pivot_table(index="step", columns=["recipe", "seed"],
-                                                   values="k2d").round(3).to_string())
+                                                   values=["kd1", "k2d"]).round(3).to_string())
     if args.out:
         table.to_parquet(args.out)
         if curves:

@@ -20,7 +20,8 @@ def validated(raw: dict[str, Any]) -> None:
     check(raw)
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml", "harder.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "full.yaml", "smoke.yaml", "paper.yaml",
+                                  "harder.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load(ROOT / "config" / name)
     assert "softmax" in cfg.variants and cfg.tasks

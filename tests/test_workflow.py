@@ -48,12 +48,17 @@ def planned_jobs(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
             if m[1] != "total"}
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml", "harder.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "full.yaml", "smoke.yaml", "paper.yaml",
+                                  "harder.yaml"])
 def test_dry_run(name: str, tmp_path: Path) -> None:
+    from iclbench.config import task_variants
+
     jobs = planned_jobs(snakemake("-n", workdir=tmp_path, config=ROOT / "config" / name))
     cfg = yaml.safe_load((ROOT / "config" / name).read_text())
-    n_models = len(cfg["tasks"]) * len(cfg["variants"]) * len(cfg["seeds"])
-    n_swapped = len(cfg["tasks"]) * len(cfg["swapped"]) * len(cfg["seeds"])
+    # tasks.<task>.variants trains a subset; swaps go into the tasks that train softmax
+    n_models = sum(len(task_variants(cfg, t)) for t in cfg["tasks"]) * len(cfg["seeds"])
+    softmax_tasks = sum("softmax" in task_variants(cfg, t) for t in cfg["tasks"])
+    n_swapped = softmax_tasks * len(cfg["swapped"]) * len(cfg["seeds"])
     assert jobs["train_model"] == n_models
     assert jobs["evaluate_model"] == n_models + n_swapped
     assert jobs["plot_figure"] == len(cfg["figures"])
@@ -104,7 +109,11 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_smoke_run_builds_everything(smoke_run: Path) -> None:
+    from iclbench.config import task_train, task_variants
+
     cfg = yaml.safe_load((smoke_run / "config.yaml").read_text())
+    assert cfg["tasks"]["decision_tree"]["variants"] == ["softmax"]  # a subset, and its own steps
+    assert task_train(cfg, "decision_tree")["steps"] != cfg["train"]["steps"]
     for task in cfg["tasks"]:
         for ood in ("none", "shift", "scale_y"):
             assert (smoke_run / f"results/data/{task}/{ood}.safetensors").is_file()
@@ -113,7 +122,7 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
             assert (model_dir / name).is_file()
         log = pd.read_parquet(model_dir / "train_log.parquet")
         assert {"step", "loss", "active_dims", "n_points", "seconds"} <= set(log.columns)
-        assert log["step"].iloc[-1] == cfg["train"]["steps"]
+        assert log["step"].iloc[-1] == task_train(cfg, task)["steps"]
         assert (smoke_run / f"logs/train_model/{task}/softmax/seed0.log").stat().st_size > 0
     df = pd.read_parquet(smoke_run / "results/summary/icl_errors.parquet")
     assert list(df.columns) == list(ICL_ERRORS)
@@ -125,6 +134,11 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     assert set(df["model"]) == {*cfg["variants"], *cfg["swapped"], *applicable}
     swapped = df.loc[df["mode"] == "swapped", "model"]
     assert set(swapped) == set(cfg["swapped"])
+    for task in cfg["tasks"]:
+        trained = df[(df["task"] == task) & (df["mode"] == "trained")]
+        assert set(trained["model"]) == set(task_variants(cfg, task))
+        assert set(df[(df["task"] == task) & (df["mode"] == "swapped")]["model"]) == set(
+            cfg["swapped"])
     # every model on every (setting, level) that applies to its task
     for (task, model, _), rows in df.groupby(["task", "model", "mode"]):
         settings = set(zip(rows["ood"], rows["ood_level"]))
