@@ -65,6 +65,7 @@ def _ladder() -> dict[str, dict[str, Any]]:
         ("heads4", {"model.n_head": 4}),
         # the model's own read-in initialisation: nn.Linear's weights, zero bias
         ("read_in_zero_bias", {"init.read_in": "default"}),
+        ("lr2e-3", {"train.lr": 2e-3}),  # config/config.yaml's recipe
     ]
     ladder, current = {}, dict(OLD)
     for name, change in steps:
@@ -77,7 +78,12 @@ LADDER = _ladder()
 #: recipes off the ladder: (the ladder row they change, the change)
 SIDE: dict[str, tuple[str, dict[str, Any]]] = {
     "heads4_read_in_gpt2": ("heads4", {"init.read_in": "gpt2"}),
-    "relu_qk_norm": ("read_in_zero_bias", {"variants.relu.qk_norm": True}),
+    # with --variant relu: the config's relu has qk_norm; these take it away or change the init
+    "relu_without_qk_norm": ("lr2e-3", {"variants.relu.qk_norm": False}),
+    "relu_read_in_with_bias": ("lr2e-3", {"init.read_in": "linear"}),
+    "relu_read_in_gpt2": ("lr2e-3", {"init.read_in": "gpt2"}),
+    "steps12000": ("lr2e-3", {"train.steps": 12000}),
+    "layers6": ("lr2e-3", {"model.n_layer": 6}),
     "heads8": ("heads4", {"model.n_head": 8}),
     "lr1e-3_steps12000": ("lr1e-3", {"train.steps": 12000}),
 }
