@@ -95,8 +95,10 @@ BAD = [
     ("tasks.relu_2nn.train", {"steps": 0}, "config key tasks.relu_2nn.train.steps: 0 is less"),
     ("tasks.relu_2nn.train", {"checkpoint_every": 15},
      "tasks.relu_2nn.train.checkpoint_every (15) must be a multiple of"),
-    ("tasks.decision_tree.train", {"steps": 20},
-     "variants.int8.start_step (20) must be below tasks.decision_tree.train.steps (20)"),
+    ("tasks.linear_regression.train", {"steps": 20},
+     "variants.int8.start_step (20) must be below tasks.linear_regression.train.steps (20)"),
+    # int8 is not trained on decision_tree (tasks.decision_tree.variants): its steps may be few
+
 ]
 
 

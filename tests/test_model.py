@@ -174,6 +174,20 @@ def test_too_long_prompt_is_an_error() -> None:
         make()(torch.randn(1, 13, 4), torch.randn(1, 13))
 
 
+def test_read_in_is_drawn_like_nn_linear_with_a_zero_bias() -> None:
+    """The read-in: U(-1/sqrt(d), 1/sqrt(d)) weights from the model's generator (nn.Linear's
+    own, as in Garg et al.'s code), a zero bias; the other matrices keep GPT-2's N(0, 0.02)."""
+    model = Decoder(ModelSpec(n_dims=16, n_positions=24, n_embd=64, n_layer=2, n_head=2),
+                    generator=generator(0, "m"))
+    w = model.read_in.weight
+    assert w.abs().max() <= 0.25 and w.abs().max() > 0.24  # bound 1/sqrt(16), nearly reached
+    assert abs(w.std().item() - 0.25 / 3**0.5) < 0.01  # a uniform's std
+    assert torch.equal(model.read_in.bias, torch.zeros(64))
+    assert abs(model.blocks[0].attn.c_attn.weight.std().item() - 0.02) < 0.002
+    again = Decoder(model.spec, generator=generator(0, "m"))
+    assert torch.equal(again.read_in.weight, w)
+
+
 def test_same_generator_same_weights() -> None:
     a, b = make(), make()
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
