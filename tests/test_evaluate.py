@@ -62,3 +62,35 @@ def test_corrupt_parquet_names_the_file(tmp_path) -> None:
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(ValueError, match="t.parquet: not a readable Parquet file"):
         read_parquet(path)
+
+
+def test_separate_queries_are_scored_at_the_full_prompt_length() -> None:
+    """With the query at position i equal to the prompt's own x_i (no shift at all), a setting
+    with separate queries must score exactly what the in-distribution evaluation scores, even for
+    a variant whose layout depends on the prompt's length (combiner's block size ~ sqrt(T)): the
+    prompt is evaluated at its full length, as in Garg et al.'s eval_batch, never cut after the
+    query (a cut prompt changes combiner's blocks and its predictions)."""
+    from dataclasses import replace
+
+    from iclbench.evaluate import model_predictor
+    from iclbench.model import Decoder, ModelSpec
+
+    task = build_task("linear_regression", 3)
+    plain = make_prompts(task, "linear_regression", 32, 13, seed=0)
+    same = replace(plain, ood="orthogonal_query", query_xs=plain.xs.clone(),
+                   query_ys=plain.ys.clone())
+    model = Decoder(ModelSpec(n_dims=3, n_positions=26, n_embd=16, n_layer=2, n_head=2),
+                    generator=generator(0, "len")).eval()
+    model.set_attention("combiner", {"block_size": None, "log_size_bias": False})
+    predict = model_predictor(model, torch.device("cpu"))
+    labels = {"model": "combiner", "kind": "transformer", "mode": "swapped", "seed": 0,
+              "device": "cpu"}
+    a = evaluate(predict, plain, labels, 20, 0.9, 0, 32)
+    b = evaluate(predict, same, labels, 20, 0.9, 0, 32)
+    assert list(a["error"]) == list(b["error"])
+    # the cut prompt the evaluation used to build: another layout, another prediction
+    i = 5
+    with torch.no_grad():
+        full = predict(plain.xs[0], plain.ys[0])[:, i]
+        cut = predict(plain.xs[0, :, : i + 1], plain.ys[0, :, : i + 1])[:, i]
+    assert not torch.allclose(full, cut)

@@ -149,10 +149,13 @@ def evaluate(
 ) -> pd.DataFrame:
     """Score ``predict(xs, ys) -> preds`` on every level of ``prompts``; rows as ICL_ERRORS.
 
-    With separate queries, position ``i`` is predicted from the prompt ``xs[:, :i]`` followed by
-    ``query_xs[:, i]`` and scored against ``query_ys[:, i]``: one call per position, as in Garg et
-    al.'s ``eval_batch`` (which passes the full length; predictors are causal, so the cut prompt
-    gives the same prediction at half the cost).
+    With separate queries, position ``i`` is predicted from the full-length prompt whose first
+    ``i`` points are the examples ``xs[:, :i]`` and whose points from ``i`` on are the queries
+    ``query_xs[:, i:]`` (labels likewise), and scored against ``query_ys[:, i]``: one call per
+    position, as Garg et al.'s ``eval_batch`` builds ``xs_comb``. Not the prompt cut after the
+    query: a causal predictor never reads past position ``i``, but variants whose layout depends on
+    the prompt's length (Combiner's block size, Nystrom's segments) would see another layout
+    there than in every other setting.
     """
     frames = []
     for j, level in enumerate(prompts.levels):
@@ -161,10 +164,9 @@ def evaluate(
             preds = _predict_batched(predict, xs, ys, batch_size)
         else:
             qxs, qys = prompts.query_xs[j], prompts.query_ys[j]
-            # prompts cut after the query: causal predictors never read past it anyway
             preds = torch.stack([
-                _predict_batched(predict, torch.cat([xs[:, :i], qxs[:, i : i + 1]], dim=1),
-                                 torch.cat([ys[:, :i], qys[:, i : i + 1]], dim=1), batch_size)[:, i]
+                _predict_batched(predict, torch.cat([xs[:, :i], qxs[:, i:]], dim=1),
+                                 torch.cat([ys[:, :i], qys[:, i:]], dim=1), batch_size)[:, i]
                 for i in range(xs.shape[1])
             ], dim=1)
             ys = qys
