@@ -194,6 +194,19 @@ def test_nystrom_one_token_per_segment_is_exact_once_pinv_converges() -> None:
     assert rel_err(few, exact(q, k, v)) > 1e-3  # the iterations matter
 
 
+def test_nystrom_exact_pinv_is_exact_with_one_token_per_segment_in_float32() -> None:
+    """pinv: exact (torch.linalg.pinv in float64) needs no iterations: with one token per segment
+    the layer is exact causal softmax in float32 too, where the iteration is not (its error
+    stays large in float32 on the ill-conditioned landmark matrices of random inputs)."""
+    q, k, v = qkv(16, dtype=torch.float32)
+    exact_pinv = build_attention("nystrom", H, HS, {"landmarks": 16, "pinv": "exact"})(q, k, v)
+    torch.testing.assert_close(exact_pinv, exact(q, k, v), rtol=0, atol=2e-3)
+    iterated = build_attention("nystrom", H, HS, {"landmarks": 16, "pinv_iterations": 25})(q, k, v)
+    assert rel_err(iterated, exact(q, k, v)) > 10 * rel_err(exact_pinv, exact(q, k, v))
+    with pytest.raises(ValueError, match="pinv must be iterative or exact"):
+        build_attention("nystrom", H, HS, {"pinv": "svd"})
+
+
 def learned_core(opts: dict[str, Any], seed: int = 0, head_dim: int = HS) -> torch.nn.Module:
     """A design-(b) nystrom core with N(0, 1) landmarks: far apart, so the landmark matrix is
     well conditioned and every term of the formula matters (a model's init starts them at 0.02)."""

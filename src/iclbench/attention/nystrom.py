@@ -14,7 +14,8 @@ size, all logits scaled by 1/sqrt(hs)):
   segments ``0 .. c-1``, which lies wholly in the past: landmarks of those segments only,
   ``F = softmax(q_i Kl_<c^T)``, ``A_c = softmax(Ql_<c Kl_<c^T)`` and its pseudo-inverse ``Z_c`` by
   the iteration ``Z <- Z (13I - A Z (15I - A Z (7I - A Z))) / 4`` (``pinv_iterations`` times, from
-  ``Z_0 = A_c^T / (||A_c||_1 ||A_c||_inf)``, norms per matrix), and
+  ``Z_0 = A_c^T / (||A_c||_1 ||A_c||_inf)``, norms per matrix; or, with ``pinv: exact``,
+  ``torch.linalg.pinv`` in float64), and
   ``B_c = softmax(Ql_<c K_prefix^T) V_prefix`` over the prefix keys only; evaluated right to left,
   ``F (Z_c B_c)``, with ``Z_c B_c`` (landmarks x hs) formed once per segment.
 
@@ -107,7 +108,18 @@ def iterative_pinv(a: Tensor, iterations: int) -> Tensor:
     return z
 
 
-def prefix_values(ql: Tensor, kl: Tensor, k: Tensor, v: Tensor, iterations: int) -> Tensor:
+def pinv_of(a: Tensor, iterations: int | None) -> Tensor:
+    """Pseudo-inverse of each matrix in ``a`` (..., m, m): :func:`iterative_pinv` with
+    ``iterations``, or, for ``None`` (option ``pinv: exact``), ``torch.linalg.pinv`` in float64 by
+    SVD (m is small). The iteration is exact only in exact arithmetic: in float32 its error can
+    grow again with more iterations once the matrix is ill-conditioned."""
+    if iterations is None:
+        return torch.linalg.pinv(a.double(), hermitian=False).to(a.dtype)
+    return iterative_pinv(a, iterations)
+
+
+def prefix_values(ql: Tensor, kl: Tensor, k: Tensor, v: Tensor,
+                  iterations: int | None) -> Tensor:
     """``pinv(A_c) B_c`` for every prefix ``c`` of completed segments, shape (n, m, m, hs).
 
     ql, kl: (n, m, hs) landmarks (``ql`` scaled); k, v: (n, m, s, hs). Entry ``[:, c, r]`` is the
@@ -134,7 +146,7 @@ def prefix_values(ql: Tensor, kl: Tensor, k: Tensor, v: Tensor, iterations: int)
     cols = torch.maximum(before, idx[None, :] == 0)  # c = 0: a harmless column, rows zeroed below
     a = torch.where(cols[None, :, None, :], (ql @ kl.transpose(-1, -2))[:, None], float("-inf"))
     a = torch.softmax(a, dim=-1) * before[None, :, :, None]  # (n, c, r, r')
-    return iterative_pinv(a, iterations) @ b  # (n, c, r, hs)
+    return pinv_of(a, iterations) @ b  # (n, c, r, hs)
 
 
 #: the fast evaluation's weights are ``exp(s_jl - start_l)`` against the running max before the
@@ -381,13 +393,14 @@ def exact_span(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, z: Tenso
     return (p @ v).add_((g * decay) @ acc[:, :, :K, :, :hs])
 
 
-def landmark_pinv(ql: Tensor, kl: Tensor, iterations: int) -> Tensor:
+def landmark_pinv(ql: Tensor, kl: Tensor, iterations: int | None) -> Tensor:
     """``pinv(softmax(Ql Kl^T))`` per head (H, m, m) of learned landmarks (H, m, hs), ``ql``
-    already scaled by 1/sqrt(hs)."""
-    return iterative_pinv(torch.softmax(ql @ kl.transpose(-1, -2), dim=-1), iterations)
+    already scaled by 1/sqrt(hs); ``iterations`` as :func:`pinv_of`."""
+    return pinv_of(torch.softmax(ql @ kl.transpose(-1, -2), dim=-1), iterations)
 
 
-def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor, iterations: int,
+def learned_attention(q: Tensor, k: Tensor, v: Tensor, ql: Tensor, kl: Tensor,
+                      iterations: int | None,
                       chunk: int, z: Tensor | None = None) -> Tensor:
     """Design (b): ``softmax(q_i Kl^T) pinv(softmax(Ql Kl^T)) B_i`` with
     ``B_i[l] = sum_{j <= i} softmax_j(ql_l . k_j) v_j`` (scaled by 1/sqrt(hs) inside the softmaxes).
@@ -450,7 +463,7 @@ LANDMARK_INIT_STD = 1.0
 @ATTENTION.register("nystrom")
 class NystromAttention(Attention):
     options = {"landmarks": 8, "pinv_iterations": 6, "conv_kernel": 0,
-               "landmarks_source": "segments", "chunk": 32}
+               "landmarks_source": "segments", "chunk": 32, "pinv": "iterative"}
     approximates_softmax = True
     init_std = {"landmark_q": LANDMARK_INIT_STD, "landmark_k": LANDMARK_INIT_STD}
 
@@ -461,6 +474,8 @@ class NystromAttention(Attention):
             val = self.opts[key]
             if isinstance(val, bool) or not isinstance(val, int) or val < low:
                 raise ValueError(f"{key} must be an integer >= {low}, got {val!r}")
+        if self.opts["pinv"] not in ("iterative", "exact"):
+            raise ValueError(f"pinv must be iterative or exact, got {self.opts['pinv']!r}")
         source = self.opts["landmarks_source"]
         if source not in SOURCES:
             raise ValueError(f"landmarks_source must be one of {', '.join(SOURCES)}, "
@@ -488,11 +503,16 @@ class NystromAttention(Attention):
                 "landmarks_source: segments under swapped"
             )
 
+    @property
+    def _iterations(self) -> int | None:
+        """What :func:`pinv_of` takes: the iteration count, or None for ``pinv: exact``."""
+        return None if self.opts["pinv"] == "exact" else int(self.opts["pinv_iterations"])
+
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         work = torch.promote_types(q.dtype, torch.float32)  # at least float32 inside
         if self.opts["landmarks_source"] == "learned":
             y = learned_attention(q.to(work), k.to(work), v.to(work), self.landmark_q.to(work),
-                                  self.landmark_k.to(work), self.opts["pinv_iterations"],
+                                  self.landmark_k.to(work), self._iterations,
                                   self.opts["chunk"], self._cached_pinv(work))
         else:
             y = self._segments(q, k, v, work)
@@ -514,7 +534,7 @@ class NystromAttention(Attention):
         if self._pinv_key != key:
             with torch.no_grad():
                 self._pinv = landmark_pinv(ql.to(work) * self.head_dim**-0.5, kl.to(work),
-                                           self.opts["pinv_iterations"])
+                                           self._iterations)
             self._pinv_key = key
         return self._pinv
 
@@ -531,7 +551,7 @@ class NystromAttention(Attention):
         local_mask, summary_mask = block_masks(s, m, m, math.log(s), q.device)
         for heads in chunks(N, m * m * s):
             vhat = prefix_values(ql[heads], kl[heads], kb[heads], vb[heads],
-                                 self.opts["pinv_iterations"])  # (n, c, r, hs)
+                                 self._iterations)  # (n, c, r, hs)
             n = vhat.shape[0]
             for blocks in chunks(m, block_elements(n, s, m, hs)):
                 out[heads, blocks] = local_and_summary_attention(
