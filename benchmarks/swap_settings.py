@@ -31,13 +31,15 @@ from iclbench.variants import get_variant
 PROMPT_SEED = 4242
 
 
-def candidates(n_tokens: int) -> dict[str, list[dict[str, Any]]]:
-    """Candidate swapped settings per variant for prompts of ``n_tokens`` tokens."""
+def candidates(n_tokens: int, landmarks: list[int] | None = None
+               ) -> dict[str, list[dict[str, Any]]]:
+    """Candidate swapped settings per variant for prompts of ``n_tokens`` tokens (Nystrom's
+    landmark counts: ``landmarks``, or 2, 4, 8, half the tokens and all of them)."""
     combiner = [{"block_size": b, "log_size_bias": bias}
                 for b, bias in itertools.product([None, 2, 4, 6, 8], [False, True])]
     nystrom = [{"landmarks_source": "segments", "landmarks": m, **pinv}
                for m, pinv in itertools.product(
-                   sorted({2, 4, 8, n_tokens // 2, n_tokens}),
+                   sorted(set(landmarks or {2, 4, 8, n_tokens // 2, n_tokens})),
                    [{"pinv": "iterative", "pinv_iterations": 6},
                     {"pinv": "iterative", "pinv_iterations": 12}, {"pinv": "exact"}])]
     return {"combiner": combiner, "nystrom": nystrom}
@@ -50,7 +52,8 @@ def model_task(path: str) -> tuple[str, dict[str, Any]]:
     return info["task"], info
 
 
-def measure(path: str, n_prompts: int, variants: list[str]) -> pd.DataFrame:
+def measure(path: str, n_prompts: int, variants: list[str],
+            landmarks: list[int] | None = None) -> pd.DataFrame:
     torch.set_num_threads(2)
     task_name, _ = model_task(path)
     base = load_model(path)
@@ -70,12 +73,13 @@ def measure(path: str, n_prompts: int, variants: list[str]) -> pd.DataFrame:
     rows = [{"task": task_name, "variant": "softmax", "options": "-", "distance": 0.0,
              "distance_k2d": 0.0,
              "error_k2d": float(squared_error(ref, ys)[:, k2d].mean() / task.normaliser)}]
-    for variant, settings in candidates(spec.n_positions).items():
+    for variant, settings in candidates(spec.n_positions, landmarks).items():
         if variant not in variants:
             continue
         for opts in settings:
             model = get_variant(variant).swap(copy.deepcopy(base), opts)
             pred = predict(model)
+            print(f"{task_name} {variant} {json.dumps(opts, sort_keys=True)}", flush=True)
             dist = (pred - ref).double().square() / task.normaliser  # (P, n)
             rows.append({"task": task_name, "variant": variant,
                          "options": json.dumps(opts, sort_keys=True),
@@ -90,9 +94,11 @@ def main() -> None:
     ap.add_argument("models", nargs="+", help="trained softmax model files")
     ap.add_argument("--prompts", type=int, default=1024)
     ap.add_argument("--variants", nargs="*", default=["combiner", "nystrom"])
+    ap.add_argument("--landmarks", nargs="*", type=int, default=None,
+                    help="Nystrom landmark counts to try (default: 2, 4, 8, T/2, T)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    table = pd.concat([measure(p, args.prompts, args.variants) for p in args.models],
+    table = pd.concat([measure(p, args.prompts, args.variants, args.landmarks) for p in args.models],
                       ignore_index=True)
     with pd.option_context("display.width", 220, "display.max_rows", 500,
                            "display.max_colwidth", 90):

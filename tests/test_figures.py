@@ -22,7 +22,8 @@ def summary() -> pd.DataFrame:
             err = 1.0 / (n + 1) + 0.1 * len(model)
             rows.append({"task": task, "model": model, "kind": kind, "mode": mode, "seed": 0,
                          "ood": "none", "n_examples": n, "error": err, "error_lo": 0.9 * err,
-                         "error_hi": 1.1 * err})
+                         "error_hi": 1.1 * err, "ood_level": 0.0, "confidence": 0.9,
+                         "norm": 1.0, "n_prompts": 64})
     return pd.DataFrame(rows)
 
 

@@ -158,6 +158,19 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     assert zero.loc[("linear_regression", "scale_y", 2.0)] > 2.0
     assert zero.loc[("linear_regression", "scale_y", 0.5)] < 0.5
     assert ((df["error_lo"] <= df["error"]) & (df["error"] <= df["error_hi"])).all()
+    # the table over seeds: one row per key, the one seed's numbers where one seed was trained
+    from iclbench.summary import OVER_SEEDS
+
+    over = pd.read_parquet(smoke_run / "results/summary/icl_errors_over_seeds.parquet")
+    assert list(over.columns) == list(OVER_SEEDS)
+    keys = ["task", "model", "mode", "ood", "ood_level", "n_examples"]
+    assert len(over) == len(df.drop_duplicates(keys))
+    joined = df.merge(over, on=keys, suffixes=("", "_s"))
+    assert (joined["n_seeds"] == joined["kind"].map({"transformer": len(cfg["seeds"]),
+                                                     "baseline": 0})).all()
+    if len(cfg["seeds"]) == 1:
+        assert (joined["error"] == joined["error_s"]).all()
+        assert (joined["error_lo"] == joined["error_lo_s"]).all()
     profile = pd.read_parquet(smoke_run / "results/summary/profile.parquet")
     assert list(profile.columns) == list(PROFILE)
     assert set(zip(profile["model"], profile["mode"])) == {

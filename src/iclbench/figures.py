@@ -83,19 +83,18 @@ def save_figure(fig: MplFigure, pdf: str, png: str, dpi: int) -> None:
     caption=(
         "In-context learning curves: normalised squared error (1 = always predicting 0) against "
         "the number of in-context examples, one panel per task, for each trained transformer "
-        "variant (mean over seeds) and each baseline, with bootstrap intervals over prompts."
+        "variant (mean over seeds) and each baseline; bands: intervals over training seeds and prompts."
     ),
 )
 def icl_curves(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
     import seaborn as sns
 
     plt = _pyplot()
-    df = tables["icl_errors"]
+    df = _errors(tables)
     df = df[df["ood"] == opts["ood"]]
     if df.empty:
         raise ValueError(f"figures.icl_curves: no rows with ood == {opts['ood']!r}")
     df = df.assign(label=df["model"].where(df["mode"] != "swapped", df["model"] + " (swapped)"))
-    # seeds: average the mean and the interval ends over seeds
     curves = (df.groupby(["task", "label", "kind", "n_examples"], as_index=False)
               [["error", "error_lo", "error_hi"]].mean())
     tasks = list(dict.fromkeys(df["task"]))
@@ -135,15 +134,15 @@ def icl_curves(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> M
     tables=("icl_errors",),
     caption=(
         "Normalised squared error at a fixed number of in-context examples (option n_examples; "
-        "-1 means the last position of each task's prompt), per task and model, with bootstrap "
-        "intervals; transformers averaged over seeds."
+        "-1 means the last position of each task's prompt), per task and model; transformers averaged over seeds, "
+        "intervals over training seeds and prompts (bootstrap over prompts for baselines)."
     ),
 )
 def errors_at_k(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
     import seaborn as sns
 
     plt = _pyplot()
-    df = tables["icl_errors"]
+    df = _errors(tables)
     df = df[df["ood"] == opts["ood"]]
     if df.empty:
         raise ValueError(f"figures.errors_at_k: no rows with ood == {opts['ood']!r}")
@@ -240,7 +239,7 @@ def scaling(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplF
     tables=("icl_errors", "profile"),
     caption=(
         "Accuracy against cost: in-distribution normalised error at k = k_per_dim x d in-context "
-        "examples (d from the profile table's n_dims; mean over seeds, bootstrap interval) against "
+        "examples (d from the profile table's n_dims; mean over seeds, interval over seeds and prompts) against "
         "forward latency at the task's training length (2 tokens per example) and one batch size, "
         "one point per variant and mode, one panel per task. Lower left is better."
     ),
@@ -256,7 +255,7 @@ def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFi
     if len(n_dims) != 1:
         raise ValueError(f"figures.pareto: profile rows disagree on n_dims ({sorted(n_dims)})")
     k = int(opts["k_per_dim"]) * int(n_dims[0])
-    err = tables["icl_errors"]
+    err = _errors(tables)
     err = err[(err["kind"] == "transformer") & (err["ood"] == "none")]
     # a task's training length: 2 tokens per point, n_points = last n_examples + 1
     train_tokens = 2 * (err.groupby("task")["n_examples"].max() + 1)
@@ -310,15 +309,15 @@ def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFi
         "Attention variants against softmax, per task: normalised squared error at a fixed number "
         "of in-context examples (option n_examples; -1 means the last position of each task's "
         "prompt) for each variant trained as such (circles) and swapped into the softmax-trained "
-        "model at inference (triangles), with bootstrap intervals (transformers averaged over "
-        "seeds); dashed lines are the baselines, the dotted line is always predicting 0."
+        "model at inference (triangles), with intervals (transformers averaged over "
+        "seeds, the interval covering seeds and prompts); dashed lines are the baselines, the dotted line is always predicting 0."
     ),
 )
 def variants(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
     import seaborn as sns
 
     plt = _pyplot()
-    df = tables["icl_errors"]
+    df = _errors(tables)
     df = df[df["ood"] == opts["ood"]]
     k = int(opts["n_examples"])
     last = df.groupby("task")["n_examples"].transform("max")
@@ -372,6 +371,14 @@ def variants(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> Mpl
     return fig
 
 
+def _errors(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """``icl_errors`` over training seeds: one row per model, mode, setting and k, its interval
+    covering both the seeds and the prompts (:func:`iclbench.summary.over_seeds`)."""
+    from iclbench.summary import over_seeds
+
+    return over_seeds(tables["icl_errors"])
+
+
 def _at_examples(df: pd.DataFrame, k: int) -> pd.DataFrame:
     """Rows at ``k`` in-context examples per task (-1: the last position; clamped to it)."""
     last = df.groupby("task")["n_examples"].transform("max")
@@ -393,7 +400,7 @@ def _ood_curves(setting: str):  # type: ignore[no-untyped-def]
         from iclbench.ood import IN_DISTRIBUTION, OOD
 
         plt = _pyplot()
-        df = tables["icl_errors"]
+        df = _errors(tables)
         if not (df["ood"] == setting).any():
             raise ValueError(f"figures.ood_{setting}: no rows with ood == {setting!r}")
         tasks = list(dict.fromkeys(df.loc[df["ood"] == setting, "task"]))
@@ -484,7 +491,7 @@ def ood_summary(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> 
     from iclbench.ood import IN_DISTRIBUTION
 
     plt = _pyplot()
-    df = _labelled(_at_examples(tables["icl_errors"], int(opts["n_examples"])))
+    df = _labelled(_at_examples(_errors(tables), int(opts["n_examples"])))
     if df.empty:
         raise ValueError("figures.ood_summary: no rows")
     df = df.assign(column=np.where(df["ood"] == IN_DISTRIBUTION, IN_DISTRIBUTION,

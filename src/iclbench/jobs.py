@@ -183,15 +183,21 @@ def evaluate_baseline(
     write_parquet(pd.concat(frames, ignore_index=True), output)
 
 
-def aggregate_results(inputs: Sequence[str | Path], output: str | Path) -> None:
-    """Concatenate per-job tables into one tidy, sorted table."""
+def aggregate_results(inputs: Sequence[str | Path], output: str | Path,
+                      over_seeds_output: str | Path | None = None) -> None:
+    """Concatenate per-job tables into one tidy, sorted table; and, if asked, the table over
+    training seeds (:func:`iclbench.summary.over_seeds`)."""
+    from iclbench.summary import OVER_SEEDS, over_seeds
+
     frames = [read_parquet(p) for p in inputs]
     if not frames:
         raise ValueError("aggregate_results: no evaluation tables to aggregate")
     df = pd.concat(frames, ignore_index=True)
     keys = ["task", "kind", "model", "mode", "seed", "ood", "ood_level", "n_examples"]
-    df = df.sort_values(keys, na_position="first", kind="stable")
-    write_parquet(tidy(df, ICL_ERRORS), output)
+    df = tidy(df.sort_values(keys, na_position="first", kind="stable"), ICL_ERRORS)
+    write_parquet(df, output)
+    if over_seeds_output is not None:
+        write_parquet(tidy(over_seeds(df), OVER_SEEDS), over_seeds_output)
 
 
 def profile_model(

@@ -2,7 +2,8 @@ rule aggregate_results:
     input:
         eval_tables(),
     output:
-        "results/summary/icl_errors.parquet",
+        errors="results/summary/icl_errors.parquet",
+        over_seeds="results/summary/icl_errors_over_seeds.parquet",
     log:
         "logs/aggregate_results.log",
     conda:
