@@ -24,6 +24,7 @@ localrules:
     all,
     aggregate_results,
     aggregate_profile,
+    aggregate_conversion,
     plot_figure,
 
 

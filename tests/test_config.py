@@ -98,6 +98,15 @@ BAD = [
     ("tasks.linear_regression.train", {"steps": 20},
      "variants.int8.start_step (20) must be below tasks.linear_regression.train.steps (20)"),
     # int8 is not trained on decision_tree (tasks.decision_tree.variants): its steps may be few
+    ("finetuned.sofmax", {}, "finetuned: unknown variant 'sofmax'"),
+    ("finetuned.softmax", {}, "finetuned.softmax: softmax is the model conversions start from"),
+    ("finetuned.relu", {"qk_norm": True}, "finetuned.relu: qk_norm comes from the softmax model"),
+    ("finetuned.combiner", {"block_size": 3}, "finetuned.combiner:"),
+    ("finetuned.int8", {"weight_bits": 7, "activation_bits": 8, "ema_decay": 0.9, "start_step": 10},
+     "finetuned.int8.start_step (10) must be below"),
+    ("finetune.stpes", 5, "config key finetune: Additional properties are not allowed ('stpes'"),
+    ("finetune.curve_every", 3, "finetune.curve_every (3) must be a multiple of log_every"),
+    ("finetune.checkpoint_every", 7, "finetune.checkpoint_every (7) must be a multiple of"),
 
 ]
 
@@ -141,3 +150,29 @@ def test_missing_key_is_named(smoke_config) -> None:
     _delete(smoke_config, "eval.seed")
     with pytest.raises(ConfigError, match="config key eval: 'seed' is a required property"):
         validated(smoke_config)
+
+
+def test_conversions_need_their_recipe_and_the_figure_needs_conversions(smoke_config) -> None:
+    raw = copy.deepcopy(smoke_config)
+    del raw["finetune"]
+    with pytest.raises(ConfigError, match="finetuned: needs a finetune section"):
+        validated(raw)
+    raw = copy.deepcopy(smoke_config)
+    raw["finetuned"] = {}
+    with pytest.raises(ConfigError, match="figures.conversion: needs variants under finetuned"):
+        validated(raw)
+    del raw["figures"]["conversion"]
+    validated(raw)  # no conversions, no conversion figure: fine
+
+
+def test_a_conversion_trains_at_the_task_recipe_with_the_finetune_keys(smoke_config) -> None:
+    from iclbench.config import finetune_tasks, finetune_train, task_train
+
+    raw = copy.deepcopy(smoke_config)
+    raw["tasks"]["relu_2nn"]["train"] = {"batch_size": 8}
+    ft = finetune_train(raw, "relu_2nn")
+    assert ft == {**task_train(raw, "relu_2nn"), "steps": 10, "lr": 3e-4, "warmup_steps": 0,
+                  "log_every": 5, "checkpoint_every": 5}
+    assert ft["batch_size"] == 8 and "curve_every" not in ft
+    raw["tasks"]["relu_2nn"]["variants"] = ["relu"]
+    assert "relu_2nn" not in finetune_tasks(raw)  # no softmax model to start from there

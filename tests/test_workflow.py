@@ -59,8 +59,10 @@ def test_dry_run(name: str, tmp_path: Path) -> None:
     n_models = sum(len(task_variants(cfg, t)) for t in cfg["tasks"]) * len(cfg["seeds"])
     softmax_tasks = sum("softmax" in task_variants(cfg, t) for t in cfg["tasks"])
     n_swapped = softmax_tasks * len(cfg["swapped"]) * len(cfg["seeds"])
+    n_finetuned = softmax_tasks * len(cfg.get("finetuned") or {}) * len(cfg["seeds"])
     assert jobs["train_model"] == n_models
-    assert jobs["evaluate_model"] == n_models + n_swapped
+    assert jobs.get("finetune_model", 0) == n_finetuned
+    assert jobs["evaluate_model"] == n_models + n_swapped + n_finetuned
     assert jobs["plot_figure"] == len(cfg["figures"])
     assert jobs["profile_model"] == len(cfg["variants"]) + len(cfg["swapped"])
     # none + the three settings of every task + the linear-only ones on linear regression
@@ -201,6 +203,25 @@ def test_one_figure_option_reruns_that_figure_only(smoke_run: Path) -> None:
     snakemake(workdir=smoke_run, config=smoke_run / "config.yaml")
     assert planned_jobs(snakemake("-n", workdir=smoke_run, config=smoke_run / "config.yaml")) == {}
     assert (smoke_run / "results/figures/icl_curves.pdf").read_bytes() == original
+
+
+def test_a_change_to_softmax_reruns_exactly_its_conversions(smoke_run: Path) -> None:
+    """Conversions take the softmax model as an input: retraining softmax reruns them (and the
+    swaps), and no other variant's training."""
+    from iclbench.config import finetune_tasks
+
+    cfg = yaml.safe_load((smoke_run / "config.yaml").read_text())
+    cfg["variants"]["softmax"] = {"qk_norm": True}
+    changed = smoke_run / "softmax_changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake("-n", workdir=smoke_run, config=changed)
+    jobs = planned_jobs(proc)
+    tasks = finetune_tasks(cfg)
+    assert jobs["train_model"] == len(tasks) * len(cfg["seeds"])  # softmax's only
+    assert jobs["finetune_model"] == len(tasks) * len(cfg["finetuned"]) * len(cfg["seeds"])
+    text = proc.stdout + proc.stderr
+    outputs = re.findall(r"output: results/models/\w+/(\w+)/seed\d+/model.safetensors", text)
+    assert outputs and set(outputs) == {"softmax"}
 
 
 def test_one_figure_target_rebuilds_it(smoke_run: Path) -> None:

@@ -65,6 +65,25 @@ def task_variants(raw: Mapping[str, Any], task: str) -> list[str]:
     return [v for v in raw["variants"] if chosen is None or v in chosen]
 
 
+#: keys of the ``finetune:`` section that are not train keys
+FINETUNE_ONLY = ("curve_every", "curve_prompts")
+
+
+def finetune_train(raw: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The ``train`` section of a conversion on ``task``: the task's own (:func:`task_train`)
+    with the ``finetune:`` section's train keys in its place (the curriculum is not used: a
+    conversion trains at full size from its first step)."""
+    own = {k: v for k, v in (raw.get("finetune") or {}).items() if k not in FINETUNE_ONLY}
+    return {**task_train(raw, task), **own}
+
+
+def finetune_tasks(raw: Mapping[str, Any]) -> list[str]:
+    """Tasks with conversions: those that train softmax (a conversion starts from it)."""
+    if not raw.get("finetuned"):
+        return []
+    return [t for t in raw["tasks"] if "softmax" in task_variants(raw, t)]
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     n_embd: int
@@ -240,6 +259,10 @@ def check(raw: Mapping[str, Any]) -> Config:
     for name, opts in cfg.swapped.items():
         _wrap(lambda: get_variant(name).check_swap_options(opts, model.n_head, head_dim),
               f"swapped.{name}")
+    _check_finetune(raw, model.n_head, head_dim)
+    if "conversion" in cfg.figures and not raw.get("finetuned"):
+        raise ConfigError("figures.conversion: needs variants under finetuned (it plots their "
+                          "conversion curves)")
     for name, opts in cfg.baselines.items():
         _wrap(lambda: BASELINES.get(name).check_options(opts), f"baselines.{name}")
     for name, opts in cfg.figures.items():
@@ -251,6 +274,42 @@ def check(raw: Mapping[str, Any]) -> Config:
     for name, setting in cfg.ood.items():
         _wrap(lambda: OOD.get(name)(**setting.options).check_levels(setting.levels), f"ood.{name}")
     return cfg
+
+
+def _check_finetune(raw: Mapping[str, Any], n_head: int, head_dim: int) -> None:
+    """The ``finetuned:`` variants and the ``finetune:`` recipe they share."""
+    from iclbench.variants import check_variants, get_variant
+
+    finetuned = raw.get("finetuned") or {}
+    if not finetuned:
+        return
+    try:
+        check_variants(finetuned, "finetuned")
+    except UnknownNameError as err:
+        raise ConfigError(str(err)) from None
+    if "finetune" not in raw:
+        raise ConfigError("finetuned: needs a finetune section (the conversions' steps, lr, ...)")
+    if not finetune_tasks(raw):
+        raise ConfigError("finetuned: needs softmax trained on some task (a conversion starts "
+                          "from the trained softmax model)")
+    if "softmax" in finetuned:
+        raise ConfigError("finetuned.softmax: softmax is the model conversions start from")
+    for name, opts in finetuned.items():
+        _wrap(lambda: get_variant(name).check_convert_options(_options(opts), n_head, head_dim),
+              f"finetuned.{name}")
+    ft = raw["finetune"]
+    for task in finetune_tasks(raw):
+        train = finetune_train(raw, task)
+        if train["checkpoint_every"] % train["log_every"]:
+            raise ConfigError(f"finetune.checkpoint_every ({train['checkpoint_every']}) must be a "
+                              f"multiple of the log_every ({train['log_every']}) of task {task}")
+        start = int(_options(finetuned.get("int8")).get("start_step", 0))
+        if "int8" in finetuned and start >= int(train["steps"]):
+            raise ConfigError(f"finetuned.int8.start_step ({start}) must be below the "
+                              f"conversion's steps ({train['steps']})")
+    if int(ft["curve_every"]) % int(finetune_train(raw, finetune_tasks(raw)[0])["log_every"]):
+        raise ConfigError(f"finetune.curve_every ({ft['curve_every']}) must be a multiple of "
+                          "log_every (the curve is scored when a log row is written)")
 
 
 def _check_train(train: TrainConfig, n_dims: int, where: str) -> None:

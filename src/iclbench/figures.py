@@ -94,7 +94,7 @@ def icl_curves(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> M
     df = df[df["ood"] == opts["ood"]]
     if df.empty:
         raise ValueError(f"figures.icl_curves: no rows with ood == {opts['ood']!r}")
-    df = df.assign(label=df["model"].where(df["mode"] != "swapped", df["model"] + " (swapped)"))
+    df = _labelled(df)
     curves = (df.groupby(["task", "label", "kind", "n_examples"], as_index=False)
               [["error", "error_lo", "error_hi"]].mean())
     tasks = list(dict.fromkeys(df["task"]))
@@ -151,7 +151,7 @@ def errors_at_k(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> 
     df = df[df["n_examples"] == (last if k < 0 else k)]
     if df.empty:
         raise ValueError(f"figures.errors_at_k: no rows with n_examples == {k}")
-    df = df.assign(label=df["model"].where(df["mode"] != "swapped", df["model"] + " (swapped)"))
+    df = _labelled(df)
     bars = df.groupby(["task", "label"], as_index=False)[["error", "error_lo", "error_hi"]].mean()
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(opts["width"], opts["height"]))
@@ -266,6 +266,8 @@ def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFi
     points = (err.groupby(["task", "model", "mode"], as_index=False)
               [["error", "error_lo", "error_hi"]].mean())
     points["context_tokens"] = points["task"].map(train_tokens)
+    # a fine-tuned model has its swapped form's architecture, so its cost is the swapped one's
+    prof = pd.concat([prof, prof[prof["mode"] == "swapped"].assign(mode="finetuned")])
     points = points.merge(prof[["model", "mode", "context_tokens", "latency_s"]],
                           on=["model", "mode", "context_tokens"], how="inner")
     if points.empty:
@@ -336,7 +338,8 @@ def variants(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> Mpl
     baselines = sorted(lines["model"].unique())
     sns.set_theme(style="whitegrid", context="paper")
     colours = dict(zip(baselines, sns.color_palette("Dark2", len(baselines))))
-    marks = {"trained": ("o", -0.12, "tab:blue"), "swapped": ("^", 0.12, "tab:orange")}
+    marks = {"trained": ("o", -0.2, "tab:blue"), "finetuned": ("s", 0.0, "tab:green"),
+             "swapped": ("^", 0.2, "tab:orange")}
     fig, axes = plt.subplots(1, len(tasks), squeeze=False,
                              figsize=(opts["panel_width"] * len(tasks), opts["panel_height"]))
     for ax, task in zip(axes[0], tasks):
@@ -387,7 +390,9 @@ def _at_examples(df: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def _labelled(df: pd.DataFrame) -> pd.DataFrame:
-    return df.assign(label=df["model"].where(df["mode"] != "swapped", df["model"] + " (swapped)"))
+    """``label``: the model's name, with `` (swapped)`` or `` (finetuned)`` for those modes."""
+    suffix = df["mode"].map({"swapped": " (swapped)", "finetuned": " (finetuned)"}).fillna("")
+    return df.assign(label=df["model"] + suffix)
 
 
 def _ood_curves(setting: str):  # type: ignore[no-untyped-def]
@@ -515,4 +520,61 @@ def ood_summary(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> 
         ax.tick_params(axis="x", labelrotation=90, labelsize=6)
         ax.tick_params(axis="y", labelsize=6)
     fig.tight_layout()
+    return fig
+
+
+@figure(
+    "conversion",
+    options={"n_examples": 10, "panel_width": 3.4, "panel_height": 3.0, "dpi": 150,
+             "log_y": True},
+    tables=("conversion", "icl_errors"),
+    caption=(
+        "Fine-tuned conversion: normalised error at n_examples in-context examples (clamped to "
+        "the last position) on the conversion's own held-out prompts against fine-tuning steps "
+        "(0: the variant just put into the trained softmax model, i.e. swapped), one line per "
+        "variant (mean over seeds), one panel per task; the dashed line is the trained softmax "
+        "model's in-distribution error at the same k (mean over seeds)."
+    ),
+)
+def conversion(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
+    import seaborn as sns
+
+    plt = _pyplot()
+    curves = tables["conversion"]
+    if curves.empty:
+        raise ValueError("figures.conversion: no conversion curves")
+    errors = _errors(tables)
+    tasks = list(dict.fromkeys(curves["task"]))
+    models = sorted(curves["model"].unique())
+    sns.set_theme(style="whitegrid", context="paper")
+    palette = dict(zip(models, sns.color_palette("tab10", len(models))))
+    fig, axes = plt.subplots(1, len(tasks), squeeze=False,
+                             figsize=(opts["panel_width"] * len(tasks), opts["panel_height"]))
+    for ax, task in zip(axes[0], tasks):
+        sub = curves[curves["task"] == task]
+        k = min(int(opts["n_examples"]), int(sub["n_examples"].max()))
+        at = sub[sub["n_examples"] == k].groupby(["model", "step"], as_index=False)["error"].mean()
+        for model in models:
+            c = at[at["model"] == model]
+            if not c.empty:
+                ax.plot(c["step"], c["error"], "o-", ms=3, color=palette[model], label=model)
+        ref = errors[(errors["task"] == task) & (errors["model"] == "softmax")
+                     & (errors["mode"] == "trained") & (errors["ood"] == "none")
+                     & (errors["n_examples"] == k)]
+        if not ref.empty:
+            ax.axhline(float(ref["error"].iloc[0]), color="black", ls="--", lw=1,
+                       label="softmax (trained)")
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        positive = at.loc[at["step"] > 0, "step"]
+        ax.set_xscale("symlog", linthresh=int(positive.min()) if len(positive) else 1)
+        if opts["log_y"]:
+            ax.set_yscale("log")
+        ax.set_title(f"{task.replace('_', ' ')} (k = {k})")
+        ax.set_xlabel("fine-tuning steps")
+    axes[0][0].set_ylabel("squared error / Var(y)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    seen = dict(zip(names, handles))
+    fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=min(len(seen), 6),
+               frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig

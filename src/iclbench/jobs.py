@@ -135,6 +135,103 @@ def train_model(
         ckpt.path.unlink(missing_ok=True)
 
 
+#: the conversion curve's columns: error per position of the held-out curve prompts after
+#: ``step`` fine-tuning steps (0: the variant just put in, i.e. the swapped model)
+CONVERSION: dict[str, str] = {
+    "task": "string", "model": "string", "seed": "int64", "step": "int64",
+    "n_examples": "int64", "error": "float64", "n_prompts": "int64",
+}
+#: the curve prompts' own seed (not eval.seed: the curve is a training diagnostic)
+CURVE_SEED = 7
+
+
+def finetune_model(
+    task: str, variant: str, seed: int, params: Mapping[str, Any], threads: int,
+    softmax_path: str | Path, model_path: str | Path, config_path: str | Path,
+    log_path: str | Path, curve_path: str | Path, checkpoint_path: str | Path | None = None,
+) -> None:
+    """Convert the trained softmax model at ``softmax_path`` to ``variant`` and fine-tune it.
+
+    The variant goes in with :meth:`Variant.convert` (the swap hook; int8: quantization-aware
+    training), then the project's training loop runs ``params["train"]`` at full size (no
+    curriculum) on its own data stream. Every ``curve_every`` steps (and at step 0) the model is
+    scored on ``curve_prompts`` held-out prompts; the curve goes to ``curve_path``.
+    """
+    _torch_job(threads)
+    n_dims = int(params["n_dims"])
+    cfg, fn_class = _task(task, params["task"], n_dims)
+    tc = params["train"]
+    fixed = Schedule(n_dims, n_dims, 0, 1)
+    spec = TrainSpec(int(tc["steps"]), int(tc["batch_size"]), float(tc["lr"]),
+                     int(tc["warmup_steps"]), str(tc["lr_schedule"]), fixed,
+                     Schedule(cfg.n_points, cfg.n_points, 0, 1), int(tc["log_every"]),
+                     float(tc["grad_clip"]))
+    kind, options = get_variant(variant), dict(params["variant_options"])
+    device = resolve_device(str(params["device"]))
+    softmax = load_model(softmax_path)
+    curve_every, n_curve = int(params["curve"]["curve_every"]), int(params["curve"]["curve_prompts"])
+    prompts = make_prompts(fn_class, task, n_curve, cfg.n_points, CURVE_SEED)
+    xs, ys = prompts.xs[0].to(device), prompts.ys[0].to(device)
+    curve: list[pd.DataFrame] = []
+
+    def score(step: int, model: torch.nn.Module) -> None:
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            preds = torch.cat([model(xs[i:i + 256], ys[i:i + 256]) for i in range(0, n_curve, 256)])
+        model.train(was_training)
+        err = ((preds - ys).square().reshape(n_curve, cfg.n_points, -1).mean(-1).mean(0)
+               / fn_class.normaliser).cpu().double().numpy()
+        curve.append(pd.DataFrame({"task": task, "model": variant, "seed": seed, "step": step,
+                                   "n_examples": range(cfg.n_points), "error": err,
+                                   "n_prompts": n_curve}))
+
+    def prepare(_fresh: torch.nn.Module) -> torch.nn.Module:
+        model = kind.convert(softmax, options).to(device)
+        score(0, model)
+        return model
+
+    def on_log(step: int, model: torch.nn.Module) -> None:
+        if step % curve_every == 0:
+            score(step, model)
+
+    ckpt = None
+    if checkpoint_path is not None:
+        from iclbench.checkpoint import fingerprint
+
+        ckpt = Checkpointing(Path(checkpoint_path), int(tc["checkpoint_every"]),
+                             fingerprint({"task": task, "variant": variant, "seed": seed,
+                                          "mode": "finetuned", "params": dict(params)}))
+    log.info("converting %s/softmax seed %d to %s and fine-tuning %d steps on %s with %d threads",
+             task, seed, variant, spec.steps, device, threads)
+    model, table = train(fn_class, softmax.spec, spec, seed, f"{task}/finetune/{variant}", device,
+                         prepare=prepare, checkpointing=ckpt, on_log=on_log,
+                         context=f"conversion to {variant}")
+    if curve and int(curve[-1]["step"].iloc[0]) != spec.steps:
+        score(spec.steps, model)
+    write_parquet(table.assign(task=task, variant=variant, seed=seed), log_path)
+    write_parquet(tidy(pd.concat(curve, ignore_index=True), CONVERSION), curve_path)
+    kind.save(model, model_path, options,
+              {"task": task, "variant": variant, "seed": str(seed), "mode": "finetuned"})
+    write_json({"task": task, "variant": variant, "seed": seed, "mode": "finetuned",
+                "softmax": str(softmax_path), "device": str(device), "threads": threads,
+                "torch_version": torch.__version__, "python": platform.python_version(),
+                "params": dict(params)}, config_path)
+    log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], spec.steps)
+    if ckpt is not None:
+        ckpt.path.unlink(missing_ok=True)
+
+
+def aggregate_conversion(inputs: Sequence[str | Path], output: str | Path) -> None:
+    """The conversion curves of every fine-tuned model, one table."""
+    frames = [read_parquet(p) for p in inputs]
+    if not frames:
+        raise ValueError("aggregate_conversion: no conversion curves to aggregate")
+    df = pd.concat(frames, ignore_index=True).sort_values(
+        ["task", "model", "seed", "step", "n_examples"], kind="stable")
+    write_parquet(tidy(df, CONVERSION), output)
+
+
 def evaluate_model(
     task: str, variant: str, mode: str, seed: int, params: Mapping[str, Any], threads: int,
     model_path: str | Path, prompt_paths: Sequence[str | Path], output: str | Path,
@@ -147,10 +244,10 @@ def evaluate_model(
     kind, options = get_variant(variant), dict(params["variant_options"])
     if mode == "swapped":
         model = kind.swap(model, options)
-    elif mode == "trained":
+    elif mode in ("trained", "finetuned"):
         model = kind.for_inference(model, options)
     else:
-        raise ValueError(f"unknown mode {mode!r}; known are: trained, swapped")
+        raise ValueError(f"unknown mode {mode!r}; known are: trained, swapped, finetuned")
     labels = {"model": variant, "kind": "transformer", "mode": mode, "seed": seed,
               "device": str(device)}
     frames = [evaluate(model_predictor(model, device), load_prompts(p), labels, ev.bootstrap,

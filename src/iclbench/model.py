@@ -18,7 +18,7 @@ import functools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +281,9 @@ class Decoder(nn.Module):
                 core.ln_q.data.copy_(old.ln_q.data)
                 core.ln_k.data.copy_(old.ln_k.data)
             block.attn.core = core
+        # the spec names the attention the model now has, so a saved converted model loads back
+        self.spec = replace(self.spec, attention=name,
+                            attention_options={**options, **({"qk_norm": True} if qk_norm else {})})
 
     def hidden(self, tokens: Tensor) -> Tensor:
         """The final hidden states (B, T, n_embd) of tokens (B, T, d)."""

@@ -616,6 +616,10 @@ class Int8Variant(Variant):
     def swap(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
         return to_int8(model, QuantOptions.from_options(options))
 
+    def convert(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
+        """Q8BERT's own procedure: quantization-aware fine-tuning of the trained float model."""
+        return self.prepare_training(model, options)
+
     def save(self, model: nn.Module, path: str | Path, options: Mapping[str, Any],
              metadata: Mapping[str, str] | None = None) -> None:
         opts = QuantOptions.from_options(options)

@@ -57,6 +57,23 @@ class Variant:
         model.set_attention(self.name, options)
         return model
 
+    def check_convert_options(self, options: Mapping[str, Any], n_head: int,
+                              head_dim: int) -> None:
+        """Like :meth:`check_options`, for the ``finetuned:`` section: the variant goes into a
+        trained softmax model (its weights, its own ``qk_norm``) and is trained further, so
+        options that only training from scratch gives are fine, ``qk_norm`` is not."""
+        self.check_options(options, n_head, head_dim)
+        if "qk_norm" in options:
+            raise ValueError("qk_norm comes from the softmax model a variant is converted from "
+                             "(set it under variants.softmax)")
+
+    def convert(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
+        """Put this variant into a trained softmax model to fine-tune it (conversion): the same
+        hook as :meth:`swap`, without its check that the variant approximates softmax untrained
+        (fine-tuning adapts the weights), then :meth:`prepare_training`."""
+        model.set_attention(self.name, options)
+        return self.prepare_training(model, options)
+
     def save(self, model: nn.Module, path: str | Path, options: Mapping[str, Any],
              metadata: Mapping[str, str] | None = None) -> None:
         """Write the trained model; :func:`iclbench.model.load_model` must read it back."""

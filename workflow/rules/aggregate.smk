@@ -10,3 +10,16 @@ rule aggregate_results:
         "../../envs/iclbench.yaml"
     script:
         "../scripts/aggregate_results.py"
+
+
+rule aggregate_conversion:
+    input:
+        conversion_curves(),
+    output:
+        "results/summary/conversion.parquet",
+    log:
+        "logs/aggregate_conversion.log",
+    conda:
+        "../../envs/iclbench.yaml"
+    script:
+        "../scripts/aggregate_conversion.py"

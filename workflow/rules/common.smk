@@ -3,7 +3,16 @@
 from iclbench.baselines import BASELINES
 from iclbench.ood import IN_DISTRIBUTION, OOD
 from iclbench.figures import FIGURES as FIGURE_REGISTRY
-from iclbench.config import canonical, check, task_train, task_variants, validate_schema
+from iclbench.config import (
+    FINETUNE_ONLY,
+    canonical,
+    check,
+    finetune_tasks,
+    finetune_train,
+    task_train,
+    task_variants,
+    validate_schema,
+)
 import yaml
 
 validate_schema(
@@ -20,6 +29,7 @@ config.update(_canonical)
 TASKS = list(config["tasks"])
 VARIANTS = list(config["variants"])
 SWAPPED = list(config["swapped"])
+FINETUNED = list(config.get("finetuned") or {})
 SEEDS = [int(s) for s in config["seeds"]]
 FIGURES = list(config["figures"])
 OODS = [IN_DISTRIBUTION, *config["ood"]]
@@ -31,7 +41,7 @@ wildcard_constraints:
     baseline="[a-z0-9_]+",
     figure="[a-z0-9_]+",
     ood="[a-z0-9_]+",
-    mode="trained|swapped",
+    mode="trained|swapped|finetuned",
     seed=r"\d+",
 
 
@@ -64,13 +74,28 @@ def eval_tables():
         for v in SWAPPED
         for s in SEEDS
     ]
+    finetuned = [
+        f"results/eval/{t}/{v}-finetuned-seed{s}.parquet"
+        for t in finetune_tasks(config)
+        for v in FINETUNED
+        for s in SEEDS
+    ]
     baselines = [f"results/eval/{t}/baseline-{b}.parquet" for t, b in baseline_pairs()]
-    return models + swapped + baselines
+    return models + swapped + finetuned + baselines
+
+
+def conversion_curves():
+    return [
+        f"results/finetuned/{t}/{v}/seed{s}/conversion.parquet"
+        for t in finetune_tasks(config)
+        for v in FINETUNED
+        for s in SEEDS
+    ]
 
 
 def variant_options(wildcards):
-    section = "variants" if wildcards.mode == "trained" else "swapped"
-    return config[section][wildcards.variant]
+    section = {"trained": "variants", "swapped": "swapped", "finetuned": "finetuned"}
+    return config[section[wildcards.mode]][wildcards.variant]
 
 
 def task_oods(task):
@@ -93,8 +118,11 @@ def ood_section(wildcards):
 
 def model_to_evaluate(wildcards):
     # a swapped run puts the variant's attention into the softmax-trained model
-    variant = wildcards.variant if wildcards.mode == "trained" else "softmax"
-    return f"results/models/{wildcards.task}/{variant}/seed{wildcards.seed}/model.safetensors"
+    w = wildcards
+    if w.mode == "finetuned":
+        return f"results/finetuned/{w.task}/{w.variant}/seed{w.seed}/model.safetensors"
+    variant = w.variant if w.mode == "trained" else "softmax"
+    return f"results/models/{w.task}/{variant}/seed{w.seed}/model.safetensors"
 
 
 def figure_tables(wildcards):

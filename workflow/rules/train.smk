@@ -24,3 +24,33 @@ rule train_model:
         checkpoint="results/checkpoints/{task}/{variant}/seed{seed}.ckpt",
     script:
         "../scripts/train_model.py"
+
+
+rule finetune_model:
+    input:
+        softmax="results/models/{task}/softmax/seed{seed}/model.safetensors",
+    output:
+        model="results/finetuned/{task}/{variant}/seed{seed}/model.safetensors",
+        config="results/finetuned/{task}/{variant}/seed{seed}/config.json",
+        train_log="results/finetuned/{task}/{variant}/seed{seed}/train_log.parquet",
+        curve="results/finetuned/{task}/{variant}/seed{seed}/conversion.parquet",
+    log:
+        "logs/finetune_model/{task}/{variant}/seed{seed}.log",
+    conda:
+        "../../envs/iclbench.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        job=lambda wc: {
+            "task": config["tasks"][wc.task],
+            "n_dims": config["n_dims"],
+            "train": finetune_train(config, wc.task),
+            "curve": {k: config["finetune"][k] for k in FINETUNE_ONLY},
+            "variant_options": config["finetuned"][wc.variant],
+            "device": config["device"],
+        },
+        checkpoint="results/checkpoints/finetuned/{task}/{variant}/seed{seed}.ckpt",
+    script:
+        "../scripts/finetune_model.py"
