@@ -267,6 +267,8 @@ def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFi
               [["error", "error_lo", "error_hi"]].mean())
     points["context_tokens"] = points["task"].map(train_tokens)
     # a fine-tuned model has its swapped form's architecture, so its cost is the swapped one's
+    import pandas as pd
+
     prof = pd.concat([prof, prof[prof["mode"] == "swapped"].assign(mode="finetuned")])
     points = points.merge(prof[["model", "mode", "context_tokens", "latency_s"]],
                           on=["model", "mode", "context_tokens"], how="inner")
