@@ -7,6 +7,8 @@ figure's file rebuilds just that figure.
 
 from __future__ import annotations
 
+import copy
+
 import re
 import subprocess
 import sys
@@ -92,6 +94,36 @@ def test_bad_config_fails_before_any_job(tmp_path: Path, smoke_config) -> None:
     assert proc.returncode != 0
     assert "config key train: Additional properties are not allowed ('stpes'" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_three_seeds_give_an_interval_over_seeds_and_prompts(tmp_path: Path, smoke_config) -> None:
+    """A 3-seed run of the smallest grid: the table over seeds averages the seeds, and its
+    interval covers their spread (wider than the prompt-only interval where they differ)."""
+    cfg = copy.deepcopy(smoke_config)
+    cfg["seeds"] = [0, 1, 2]
+    cfg["tasks"] = {"linear_regression": cfg["tasks"]["linear_regression"]}
+    cfg["variants"] = {"softmax": {}}
+    cfg["swapped"] = {}
+    cfg.pop("finetuned", None)
+    cfg.pop("finetune", None)
+    cfg["baselines"] = {"zero": {}}
+    cfg["ood"] = {}
+    cfg["figures"] = {"icl_curves": cfg["figures"]["icl_curves"]}
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    snakemake("results/summary/icl_errors_over_seeds.parquet", "results/figures/icl_curves.pdf",
+              workdir=tmp_path, config=path)
+    per_seed = pd.read_parquet(tmp_path / "results/summary/icl_errors.parquet")
+    over = pd.read_parquet(tmp_path / "results/summary/icl_errors_over_seeds.parquet")
+    model = over[over["model"] == "softmax"].set_index("n_examples")
+    assert (model["n_seeds"] == 3).all()
+    seeds = per_seed[per_seed["model"] == "softmax"].pivot(index="n_examples", columns="seed",
+                                                            values="error")
+    assert list(seeds.columns) == [0, 1, 2]
+    assert model["error"].to_numpy() == pytest.approx(seeds.mean(axis=1).to_numpy())
+    assert (seeds.std(axis=1) > 0).all()  # three trainings, three models
+    assert ((model["error_hi"] - model["error_lo"]) > (model["prompt_hi"] - model["prompt_lo"])).all()
+    assert (over.loc[over["model"] == "zero", "n_seeds"] == 0).all()
 
 
 # The smoke run's tasks: one with the linear-only OOD settings, one with other lengths and its own
