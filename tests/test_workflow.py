@@ -130,6 +130,7 @@ def test_three_seeds_give_an_interval_over_seeds_and_prompts(tmp_path: Path, smo
 # baselines. Every job costs ~3 s of imports, so the run keeps two of smoke.yaml's four tasks
 # (each task's sampler and baselines have unit tests); every variant, swap and figure still runs.
 SMOKE_TASKS = ("linear_regression", "decision_tree")
+SMOKE_CONVERSIONS = ("combiner", "int8")
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +138,9 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("smoke")
     cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     cfg["tasks"] = {t: cfg["tasks"][t] for t in SMOKE_TASKS}
+    # two conversions of the four: an attention (the swap hook) and int8 (QAT); the unit tests
+    # convert every variant
+    cfg["finetuned"] = {v: cfg["finetuned"][v] for v in SMOKE_CONVERSIONS}
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     snakemake(workdir=workdir, config=workdir / "config.yaml")
     return workdir
@@ -173,6 +177,14 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
         assert set(trained["model"]) == set(task_variants(cfg, task))
         assert set(df[(df["task"] == task) & (df["mode"] == "swapped")]["model"]) == set(
             cfg["swapped"])
+    for task in cfg["tasks"]:
+        finetuned = df[(df["task"] == task) & (df["mode"] == "finetuned")]
+        assert set(finetuned["model"]) == set(cfg["finetuned"])
+    curves = pd.read_parquet(smoke_run / "results/summary/conversion.parquet")
+    assert set(zip(curves["task"], curves["model"])) == {
+        (t, v) for t in cfg["tasks"] for v in cfg["finetuned"]}
+    assert set(curves["step"]) == set(range(0, cfg["finetune"]["steps"] + 1,
+                                            cfg["finetune"]["curve_every"]))
     # every model on every (setting, level) that applies to its task
     for (task, model, _), rows in df.groupby(["task", "model", "mode"]):
         settings = set(zip(rows["ood"], rows["ood_level"]))
