@@ -19,7 +19,14 @@ import torch
 
 from iclbench.config import EvalConfig, ModelConfig, TaskConfig, TrainConfig, resolve_device
 from iclbench.curriculum import Schedule
-from iclbench.evaluate import evaluate, load_prompts, make_prompts, model_predictor, save_prompts
+from iclbench.evaluate import (
+    evaluate,
+    load_prompts,
+    make_prompts,
+    model_predictor,
+    save_prompts,
+    squared_error,
+)
 from iclbench.model import ModelSpec, load_model
 from iclbench.results import ICL_ERRORS, PROFILE, read_parquet, tidy, write_json, write_parquet
 from iclbench.runtime import keep_freed_memory
@@ -180,8 +187,7 @@ def finetune_model(
         with torch.inference_mode():
             preds = torch.cat([model(xs[i:i + 256], ys[i:i + 256]) for i in range(0, n_curve, 256)])
         model.train(was_training)
-        err = ((preds - ys).square().reshape(n_curve, cfg.n_points, -1).mean(-1).mean(0)
-               / fn_class.normaliser).cpu().double().numpy()
+        err = (squared_error(preds, ys).mean(0) / fn_class.normaliser).cpu().double().numpy()
         curve.append(pd.DataFrame({"task": task, "model": variant, "seed": seed, "step": step,
                                    "n_examples": range(cfg.n_points), "error": err,
                                    "n_prompts": n_curve}))
