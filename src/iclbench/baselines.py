@@ -59,6 +59,14 @@ class Baseline:
             return False
         return cls.vector_outputs or not (task in TASKS and TASKS.get(task).vector_output)
 
+    @classmethod
+    def workspace_bytes(cls, n_prompts: int, n_points: int, n_dims: int,
+                        options: Mapping[str, Any]) -> int:
+        """Bytes ``predict`` holds at once beyond its inputs, for one file's prompts (the memory
+        bound of :mod:`iclbench.budget`). The default covers the closed-form baselines: float64
+        copies of the prompts, pairwise distances (k-NN) and per-position pseudo-inverses."""
+        return 8 * n_prompts * n_points * (2 * n_points + 4 * n_dims + n_dims * n_dims)
+
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Predictions shaped like ``ys``: (P, n), or (P, n, m) one output dimension at a time."""
         if ys.dim() == 2:
@@ -288,6 +296,17 @@ class GradientDescentNN(Baseline):
     def check_options(cls, options: Mapping[str, Any]) -> None:
         super().check_options(options)
         _check_max_prompts(options)
+
+    @classmethod
+    def workspace_bytes(cls, n_prompts: int, n_points: int, n_dims: int,
+                        options: Mapping[str, Any]) -> int:
+        h = int({**cls.options, **options}["hidden"])
+        per_prompt = n_points * (n_points * h * (cls.depth - 1) + 4 * h * h * (cls.depth - 2)
+                                 + 4 * h * (n_dims + 2))
+        # a chunk's activations (at least one prompt) with their gradients, the weights with
+        # their gradients and Adam's two moments
+        chunk = max(cls.chunk_elements, per_prompt)
+        return 4 * 6 * chunk + super().workspace_bytes(n_prompts, n_points, n_dims, options)
 
     def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Chunks of prompts (to bound memory), each trained as one batch of networks."""

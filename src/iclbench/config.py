@@ -9,6 +9,7 @@ registered tasks, attention variants, baselines and figures, which live beside t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,12 +185,15 @@ def _options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(raw or {})
 
 
-def check(raw: Mapping[str, Any]) -> Config:
+def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None) -> Config:
     """Build a :class:`Config` from a schema-valid dict, checking names and cross-field rules.
 
     Raises :class:`ConfigError` naming the key. Every registry entry is built once here, so an
-    unknown option of a task, variant, baseline or figure fails before any job runs.
+    unknown option of a task, variant, baseline or figure fails before any job runs; every number
+    must be finite; and every heavy job's estimated memory must fit its rule's ``mem_mb``
+    (:mod:`iclbench.budget`; ``mem_overrides``: Snakemake's ``--set-resources``).
     """
+    check_finite(raw)
     # imported here: registries pull in torch modules that the schema check alone does not need
     from iclbench.variants import check_variants, get_variant
     from iclbench.baselines import BASELINES
@@ -273,7 +277,23 @@ def check(raw: Mapping[str, Any]) -> Config:
                           "evaluated; list only OOD settings under ood")
     for name, setting in cfg.ood.items():
         _wrap(lambda: OOD.get(name)(**setting.options).check_levels(setting.levels), f"ood.{name}")
+    from iclbench.budget import check_budget, mem_limits
+
+    check_budget(raw, mem_limits(raw, mem_overrides))
     return cfg
+
+
+def check_finite(obj: Any, where: str = "") -> None:
+    """Every number in the config is finite: YAML's ``.nan`` and ``.inf`` pass a JSON schema's
+    ``minimum`` (NaN compares false both ways) and would reach a job."""
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            check_finite(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            check_finite(value, f"{where}[{i}]")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"config key {where}: {obj} is not a finite number")
 
 
 def _check_finetune(raw: Mapping[str, Any], n_head: int, head_dim: int) -> None:

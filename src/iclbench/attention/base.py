@@ -60,6 +60,17 @@ class Attention(nn.Module):
                 F.layer_norm(k, (self.head_dim,)) * self.ln_k)
 
     @classmethod
+    def workspace_numel(cls, tokens: int, head_dim: int, options: Mapping[str, Any],
+                        training: bool) -> int:
+        """Elements one head of one prompt holds in this attention at ``tokens`` tokens beyond
+        q, k, v and the output: saved for the backward pass (``training``), or live at once in a
+        forward without autograd. It bounds a job's memory when the DAG is built
+        (:mod:`iclbench.budget`, checked against measured peaks in ``tests/test_budget.py``).
+        The default is the dense causal score matrix: twice in training (the scores and the
+        weights), once otherwise."""
+        return (2 if training else 1) * tokens * tokens
+
+    @classmethod
     def check_swap(cls, options: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` if ``options`` cannot be swapped into a softmax-trained model
         (e.g. they need parameters that only training gives); by default any options can."""

@@ -25,6 +25,8 @@ query, so the causal mask already hides them).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -66,6 +68,13 @@ class CombinerAttention(Attention):
             raise ValueError(
                 f"log_size_bias must be true or false, got {self.opts['log_size_bias']!r}"
             )
+
+    @classmethod
+    def workspace_numel(cls, tokens: int, head_dim: int, options: Mapping[str, Any],
+                        training: bool) -> int:
+        s = block_size(tokens, options.get("block_size"))
+        per_token = s + math.ceil(tokens / s) + head_dim  # local keys, summaries, the blocks
+        return (4 if training else 2) * (tokens + s) * per_token
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         B, H, T, hs = q.shape

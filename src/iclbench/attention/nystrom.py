@@ -503,6 +503,22 @@ class NystromAttention(Attention):
                 "landmarks_source: segments under swapped"
             )
 
+    @classmethod
+    def workspace_numel(cls, tokens: int, head_dim: int, options: Mapping[str, Any],
+                        training: bool) -> int:
+        opts = {**cls.options, **options}
+        iters = 1 if opts["pinv"] == "exact" else max(1, int(opts["pinv_iterations"]))
+        m = min(int(opts["landmarks"]), tokens)
+        if opts["landmarks_source"] == "learned":
+            per_token = min(int(opts["chunk"]), tokens) + m + head_dim
+            pinv = 8 * iters * m * m  # one m x m pseudo-inverse and its iterates
+        else:
+            per_token = math.ceil(tokens / m) + m + head_dim
+            # one pseudo-inverse per completed prefix: m matrices of m x m, and in training the
+            # iterates of each, saved for the backward pass
+            pinv = (10 * iters if training else 12) * m**3
+        return (4 if training else 2) * tokens * per_token + pinv
+
     @property
     def _iterations(self) -> int | None:
         """What :func:`pinv_of` takes: the iteration count, or None for ``pinv: exact``."""

@@ -14,6 +14,9 @@ tokens (every training length) it is one block.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -25,6 +28,13 @@ QUERY_BLOCK = 256
 
 @ATTENTION.register("relu")
 class ReluAttention(Attention):
+    @classmethod
+    def workspace_numel(cls, tokens: int, head_dim: int, options: Mapping[str, Any],
+                        training: bool) -> int:
+        if training:  # every block's scores are saved for the backward pass
+            return 2 * tokens * tokens
+        return 3 * min(tokens, QUERY_BLOCK) * tokens  # one block's scores, mask and weights
+
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         T = q.shape[-2]
         if T <= QUERY_BLOCK:

@@ -49,6 +49,22 @@ class Task(ABC):
         """Apply the functions to inputs ``xs`` (B, n, d); returns ``ys`` (B, n) or, for a
         ``vector_output`` task, (B, n, out_dims)."""
 
+    def function_numel(self) -> int:
+        """Elements of one prompt's function parameters, what ``sample_functions`` holds per prompt
+        (the memory bound of :mod:`iclbench.budget`, checked when the DAG is built).
+
+        The default samples one function and counts; a task whose functions grow with an option
+        (a tree's depth, a network's width) computes it instead, so that a huge value is caught
+        without allocating it.
+        """
+        params = self.sample_functions(1, self.n_dims, torch.Generator().manual_seed(0))
+        return sum(t.numel() for t in params.values())
+
+    def workspace_numel(self, n_points: int) -> int:
+        """Elements ``evaluate`` holds per prompt of ``n_points`` points beyond inputs and labels
+        (a network's hidden activations); the default, none."""
+        return 0
+
     @property
     def out_dims(self) -> int:
         """Output dimensions: 1 for scalar tasks; vector tasks override it."""

@@ -44,6 +44,13 @@ class RandomForest(Task):
         # (B * T, ...) -> (B, T, ...): tree t of prompt b is row b * T + t
         return {k: v.view(batch_size, self.n_trees, -1) for k, v in trees.items()}
 
+    def function_numel(self) -> int:
+        return self.n_trees * self.tree.function_numel()
+
+    def workspace_numel(self, n_points: int) -> int:
+        # the inputs repeated per tree, and each tree's outputs
+        return self.n_trees * n_points * (self.n_dims + 2)
+
     def evaluate(self, params: FunctionParams, xs: Tensor) -> Tensor:
         B, n, d = xs.shape
         T = params["coords"].shape[1]

@@ -38,6 +38,13 @@ class Relu2NN(Task):
         w1[:, active_dims:, :] = 0.0
         return w1
 
+    def function_numel(self) -> int:
+        r = int(self.opts["hidden"])
+        return self.n_dims * r + r
+
+    def workspace_numel(self, n_points: int) -> int:
+        return n_points * int(self.opts["hidden"])  # hidden activations
+
     def evaluate(self, params: FunctionParams, xs: Tensor) -> Tensor:
         r = params["w2"].shape[1]
         hidden = torch.relu(torch.bmm(xs, params["w1"]))  # (B, n, r)
@@ -68,6 +75,13 @@ class Relu3NN(Relu2NN):
         w2 = torch.randn(batch_size, r, r, generator=generator)
         w3 = torch.randn(batch_size, r, generator=generator)
         return {"w1": w1, "w2": w2, "w3": w3}
+
+    def function_numel(self) -> int:
+        r = int(self.opts["hidden"])
+        return self.n_dims * r + r * r + r
+
+    def workspace_numel(self, n_points: int) -> int:
+        return 2 * n_points * int(self.opts["hidden"])  # both hidden layers' activations
 
     def evaluate(self, params: FunctionParams, xs: Tensor) -> Tensor:
         r = params["w3"].shape[1]

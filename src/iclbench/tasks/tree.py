@@ -31,6 +31,10 @@ class DecisionTree(Task):
         leaves = torch.randn(batch_size, 2**depth, generator=generator)
         return {"coords": coords, "leaves": leaves}
 
+    def function_numel(self) -> int:
+        depth = int(self.opts["depth"])
+        return (2**depth - 1) + 2**depth  # split coordinates and leaves
+
     def evaluate(self, params: FunctionParams, xs: Tensor) -> Tensor:
         coords, leaves = params["coords"], params["leaves"]
         depth = int(self.opts["depth"])
