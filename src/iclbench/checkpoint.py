@@ -1,9 +1,11 @@
 """Resumable training checkpoints: model, optimiser, RNG states and step, in one safetensors file.
 
 A checkpoint is written atomically (temporary file, then rename) every ``checkpoint_every`` steps
-and carries a fingerprint of the job's configuration; resuming from it continues the exact same
-computation, so on CPU the final weights are bitwise identical to an uninterrupted run. No pickle:
-tensors go into safetensors, everything else into one JSON metadata entry.
+to a local path, or to a URL under the workflow's remote storage (the same bytes through fsspec,
+temporary object then move: :mod:`iclbench.storage`), and carries a fingerprint of the job's
+configuration; resuming from it continues the exact same computation, so on CPU the final weights
+are bitwise identical to an uninterrupted run. No pickle: tensors go into safetensors, everything
+else into one JSON metadata entry.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load, load_file, safe_open, save, save_file
 
 from iclbench.results import write_with
+from iclbench.storage import is_url, read_bytes, write_bytes_atomic
 
 FORMAT = "iclbench-checkpoint-1"
 
@@ -56,19 +59,40 @@ def save_checkpoint(path: str | Path, state: TrainState, config_fingerprint: str
         "param_groups": state.optimiser["param_groups"],
         "log_rows": state.log_rows,
     }
-    write_with(lambda tmp: save_file(tensors, str(tmp), metadata={"iclbench": json.dumps(meta)}),
-               path)
+    metadata = {"iclbench": json.dumps(meta)}
+    if is_url(path):
+        write_bytes_atomic(str(path), save(tensors, metadata=metadata))
+    else:
+        write_with(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), path)
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file held in memory (8-byte header length, header)."""
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if len(data) < 8 + n:
+        raise ValueError("truncated safetensors header")
+    header = json.loads(data[8:8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("safetensors header is not a JSON object")
+    return header.get("__metadata__") or {}
 
 
 def load_checkpoint(
     path: str | Path, config_fingerprint: str, device: torch.device | str = "cpu"
 ) -> TrainState:
-    """Read a checkpoint; raises ``ValueError`` naming the file if it is corrupt or belongs to a
-    different configuration."""
+    """Read a checkpoint (a local path or a URL); raises ``ValueError`` naming the file if it is
+    corrupt or belongs to a different configuration."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["iclbench"])
-        tensors = load_file(str(path), device="cpu")
+        if is_url(path):
+            data = read_bytes(str(path))
+            meta = json.loads(_metadata(data)["iclbench"])
+            tensors = load(data)
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {})["iclbench"])
+            tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, KeyError, ValueError) as err:
         raise ValueError(f"{path}: corrupt or truncated checkpoint ({err}); delete it to restart "
                          "training from scratch") from None

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from iclbench import storage
 from iclbench.config import EvalConfig, ModelConfig, TaskConfig, TrainConfig, resolve_device
 from iclbench.curriculum import Schedule
 from iclbench.evaluate import (
@@ -113,7 +114,8 @@ def train_model(
 ) -> None:
     """Train one (task, variant, seed) model; ``params`` holds the config sections it uses.
 
-    With ``checkpoint_path``, training checkpoints there every ``train.checkpoint_every`` steps,
+    With ``checkpoint_path`` (a local path, or a URL under the workflow's remote storage: see
+    :mod:`iclbench.storage`), training checkpoints there every ``train.checkpoint_every`` steps,
     resumes from it if present, and deletes it once the outputs are written.
     """
     _torch_job(threads)
@@ -125,7 +127,7 @@ def train_model(
     ckpt = None
     if checkpoint_path is not None:
         every = TrainConfig.from_dict(params["train"]).checkpoint_every
-        ckpt = Checkpointing(Path(checkpoint_path), every,
+        ckpt = Checkpointing(storage.as_location(checkpoint_path), every,
                              fingerprint({"task": task, "variant": variant, "seed": seed,
                                           "params": dict(params)}))
     model, table = train(job.task, job.model_spec, job.spec, seed, task, device,
@@ -139,7 +141,7 @@ def train_model(
                 "python": platform.python_version(), "params": dict(params)}, config_path)
     log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], job.spec.steps)
     if ckpt is not None:
-        ckpt.path.unlink(missing_ok=True)
+        storage.remove(ckpt.path)
 
 
 #: the conversion curve's columns: error per position of the held-out curve prompts after
@@ -205,7 +207,7 @@ def finetune_model(
     if checkpoint_path is not None:
         from iclbench.checkpoint import fingerprint
 
-        ckpt = Checkpointing(Path(checkpoint_path), int(tc["checkpoint_every"]),
+        ckpt = Checkpointing(storage.as_location(checkpoint_path), int(tc["checkpoint_every"]),
                              fingerprint({"task": task, "variant": variant, "seed": seed,
                                           "mode": "finetuned", "params": dict(params)}))
     log.info("converting %s/softmax seed %d to %s and fine-tuning %d steps on %s with %d threads",
@@ -225,7 +227,7 @@ def finetune_model(
                 "params": dict(params)}, config_path)
     log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], spec.steps)
     if ckpt is not None:
-        ckpt.path.unlink(missing_ok=True)
+        storage.remove(ckpt.path)
 
 
 def aggregate_conversion(inputs: Sequence[str | Path], output: str | Path) -> None:

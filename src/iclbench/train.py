@@ -22,6 +22,7 @@ from iclbench.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from iclbench.curriculum import Schedule
 from iclbench.model import Decoder, ModelSpec
 from iclbench.seeding import generator
+from iclbench.storage import exists
 from iclbench.tasks import Task, sample_prompts
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,10 @@ class DivergedError(RuntimeError):
 
 @dataclass(frozen=True)
 class Checkpointing:
-    """Where and how often to checkpoint; ``fingerprint`` identifies the job's configuration."""
+    """Where and how often to checkpoint; ``fingerprint`` identifies the job's configuration.
+    ``path`` is a local path, or a URL (``gs://...``) under the workflow's remote storage."""
 
-    path: Path
+    path: Path | str
     every: int
     fingerprint: str
 
@@ -95,7 +97,7 @@ def train(
     optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, fused=True)
     rows: list[dict[str, float | int]] = []
     first = 0
-    if checkpointing is not None and checkpointing.path.exists():
+    if checkpointing is not None and exists(checkpointing.path):
         state = load_checkpoint(checkpointing.path, checkpointing.fingerprint, device)
         model.load_state_dict(state.model)
         optimiser.load_state_dict(state.optimiser)

@@ -13,6 +13,7 @@ from iclbench.config import (
     task_variants,
     validate_schema,
 )
+from iclbench.storage import CHECKPOINTS, checkpoint_location
 import yaml
 
 validate_schema(
@@ -43,6 +44,20 @@ wildcard_constraints:
     ood="[a-z0-9_]+",
     mode="trained|swapped|finetuned",
     seed=r"\d+",
+
+
+def checkpoint_path(*parts):
+    """A training job's resumable checkpoint, CHECKPOINTS/<parts>: kept outside the declared
+    outputs (Snakemake would delete it when the job fails), so with remote default storage it is
+    put under the same prefix as the results (gs://BUCKET/iclbench/results/checkpoints/...), where
+    a retry on a fresh VM finds it. Each spawned job gets the same two settings from Snakemake.
+    """
+    settings = workflow.storage_settings
+    return checkpoint_location(
+        "/".join([CHECKPOINTS, *parts]),
+        settings.default_storage_provider,
+        settings.default_storage_prefix,
+    )
 
 
 def baseline_pairs():

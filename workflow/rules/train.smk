@@ -20,8 +20,11 @@ rule train_model:
             "variant_options": config["variants"][wc.variant],
             "device": config["device"],
         },
-        # outside the declared outputs, so Snakemake keeps it when a job is killed or fails
-        checkpoint="results/checkpoints/{task}/{variant}/seed{seed}.ckpt",
+        # outside the declared outputs, so Snakemake keeps it when a job is killed or fails;
+        # under the default storage prefix when there is one (common.smk, checkpoint_path)
+        checkpoint=lambda wc: checkpoint_path(
+            wc.task, wc.variant, f"seed{wc.seed}.ckpt"
+        ),
     script:
         "../scripts/train_model.py"
 
@@ -51,6 +54,8 @@ rule finetune_model:
             "variant_options": config["finetuned"][wc.variant],
             "device": config["device"],
         },
-        checkpoint="results/checkpoints/finetuned/{task}/{variant}/seed{seed}.ckpt",
+        checkpoint=lambda wc: checkpoint_path(
+            "finetuned", wc.task, wc.variant, f"seed{wc.seed}.ckpt"
+        ),
     script:
         "../scripts/finetune_model.py"
