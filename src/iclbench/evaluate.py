@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open, save_file
 from torch import Tensor
 
 from iclbench.ood import IN_DISTRIBUTION, Transform, build_transform
@@ -97,16 +97,99 @@ def save_prompts(prompts: PromptSet, path: str | Path) -> None:
     write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)
 
 
+#: safetensors' names of the dtypes a prompt file may store its tensors in
+_PROMPT_DTYPES = {"F32": "float32", "F64": "float64"}
+_PROMPT_TENSORS = ("xs", "ys", "norm")
+_QUERY_TENSORS = ("query_xs", "query_ys")
+
+
 def load_prompts(path: str | Path) -> PromptSet:
+    """Read a prompt file written by :func:`save_prompts`; raises ValueError naming the file
+    and what is wrong where it is not one: unreadable or truncated, metadata missing or not of
+    the documented form, missing or extra tensors, other dtypes than float32/float64, shapes
+    that disagree with each other or with the metadata's levels, or values that are not finite
+    (``norm`` must also be positive). Shapes and dtypes are checked from the header before any
+    tensor is read."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["iclbench"])
-        tensors = load_file(str(path))
-        return PromptSet(meta["task"], meta["ood"], tuple(meta["levels"]),
-                         tensors["xs"], tensors["ys"], tensors["norm"],
-                         tensors.get("query_xs"), tensors.get("query_ys"))
-    except (SafetensorError, OSError, KeyError, ValueError) as err:
+            meta = _prompt_meta(path, f.metadata())
+            header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
+                      for k in f.keys()}
+            _check_prompt_header(path, header, len(meta["levels"]))
+            tensors = {k: f.get_tensor(k) for k in header}
+    except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a valid prompt file ({err})") from None
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path}: not a valid prompt file (tensor {name!r} holds NaN or "
+                             "infinite values)")
+    if not bool((tensors["norm"] > 0).all()):
+        raise ValueError(f"{path}: not a valid prompt file (norm must be positive, got "
+                         f"{tensors['norm'].tolist()})")
+    return PromptSet(meta["task"], meta["ood"], tuple(meta["levels"]),
+                     tensors["xs"], tensors["ys"], tensors["norm"],
+                     tensors.get("query_xs"), tensors.get("query_ys"))
+
+
+def _prompt_meta(path: str | Path, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    """The ``iclbench`` metadata of a prompt file: task and ood (strings), levels (numbers)."""
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path}: not a valid prompt file (metadata {what})")
+
+    if not metadata or "iclbench" not in metadata:
+        raise bad("lacks the 'iclbench' key")
+    try:
+        meta = json.loads(metadata["iclbench"])
+    except ValueError as err:
+        raise bad(f"'iclbench' is not JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise bad(f"'iclbench' is a {type(meta).__name__}, not an object")
+    missing = [k for k in ("task", "ood", "levels") if k not in meta]
+    if missing:
+        raise bad(f"lacks key(s) {missing}")
+    for key in ("task", "ood"):
+        if not isinstance(meta[key], str) or not meta[key]:
+            raise bad(f"{key} must be a non-empty string, got {meta[key]!r}")
+    levels = meta["levels"]
+    if (not isinstance(levels, list) or not levels
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                       and np.isfinite(c) for c in levels)):
+        raise bad(f"levels must be a non-empty list of finite numbers, got {str(levels)[:200]}")
+    return meta
+
+
+def _check_prompt_header(path: str | Path, header: Mapping[str, tuple[tuple[int, ...], str]],
+                         n_levels: int) -> None:
+    """Tensor names, dtypes and shapes of a prompt file against each other and the levels."""
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path}: not a valid prompt file ({what})")
+
+    queries = [k for k in _QUERY_TENSORS if k in header]
+    expected = [*_PROMPT_TENSORS, *(_QUERY_TENSORS if queries else ())]
+    missing = [k for k in expected if k not in header]
+    extra = sorted(set(header) - set(expected))
+    if missing or extra:
+        raise bad("wrong tensors:" + (f" missing {missing}" if missing else "")
+                  + (f" unexpected {extra}" if extra else ""))
+    for name, (_, dtype) in header.items():
+        if dtype not in _PROMPT_DTYPES:
+            raise bad(f"tensor {name!r} has dtype {dtype}, expected float32 or float64")
+    xs, ys, norm = (header[k][0] for k in _PROMPT_TENSORS)
+    if len(xs) != 4 or min(xs) < 1:
+        raise bad(f"xs must have shape (levels, prompts, points, dims) with every size at least "
+                  f"1, got {xs}")
+    if len(ys) not in (3, 4) or ys[:3] != xs[:3] or min(ys) < 1:
+        raise bad(f"ys has shape {ys}, expected {xs[:3]} or {xs[:3]} + (outputs,) to match xs "
+                  f"{xs}")
+    if norm != (xs[0],):
+        raise bad(f"norm has shape {norm}, expected ({xs[0]},): one per level of xs {xs}")
+    if xs[0] != n_levels:
+        raise bad(f"the metadata lists {n_levels} level(s), the tensors hold {xs[0]} (xs {xs})")
+    if queries and (header["query_xs"][0] != xs or header["query_ys"][0] != ys):
+        raise bad(f"query_xs {header['query_xs'][0]} and query_ys {header['query_ys'][0]} must "
+                  f"have the shapes of xs {xs} and ys {ys}")
 
 
 def error_table(

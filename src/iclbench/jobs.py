@@ -232,7 +232,7 @@ def finetune_model(
 
 def aggregate_conversion(inputs: Sequence[str | Path], output: str | Path) -> None:
     """The conversion curves of every fine-tuned model, one table."""
-    frames = [read_parquet(p) for p in inputs]
+    frames = [read_parquet(p, CONVERSION) for p in inputs]
     if not frames:
         raise ValueError("aggregate_conversion: no conversion curves to aggregate")
     df = pd.concat(frames, ignore_index=True).sort_values(
@@ -294,7 +294,7 @@ def aggregate_results(inputs: Sequence[str | Path], output: str | Path,
     training seeds (:func:`iclbench.summary.over_seeds`)."""
     from iclbench.summary import OVER_SEEDS, over_seeds
 
-    frames = [read_parquet(p) for p in inputs]
+    frames = [read_parquet(p, ICL_ERRORS) for p in inputs]
     if not frames:
         raise ValueError("aggregate_results: no evaluation tables to aggregate")
     df = pd.concat(frames, ignore_index=True)
@@ -325,7 +325,7 @@ def profile_model(
 
 def aggregate_profile(inputs: Sequence[str | Path], output: str | Path) -> None:
     """Concatenate the per-variant profile tables into one tidy, sorted table."""
-    frames = [read_parquet(p) for p in inputs]
+    frames = [read_parquet(p, PROFILE) for p in inputs]
     if not frames:
         raise ValueError("aggregate_profile: no profile tables to aggregate")
     df = pd.concat(frames, ignore_index=True)
@@ -339,6 +339,7 @@ def plot_figure(
     from iclbench.figures import FIGURES, save_figure
 
     fig_def = FIGURES.get(name)
-    data = {t: read_parquet(tables[t]) for t in fig_def.tables}
+    schemas = {"icl_errors": ICL_ERRORS, "profile": PROFILE, "conversion": CONVERSION}
+    data = {t: read_parquet(tables[t], schemas.get(t)) for t in fig_def.tables}
     fig = fig_def.render(data, options)
     save_figure(fig, pdf, png, dpi=int({**fig_def.options, **options}.get("dpi", 150)))

@@ -574,23 +574,64 @@ def save_int8(model: Decoder, path: str | Path, opts: QuantOptions,
     write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)
 
 
-def load_int8(spec: ModelSpec, opts: Mapping[str, Any], state: Mapping[str, Tensor],
-              device: torch.device | str = "cpu") -> Decoder:
-    """Rebuild an int8 decoder from the tensors :func:`save_int8` wrote (strict keys)."""
-    qopts = QuantOptions(**dict(opts))
+def load_int8(spec: ModelSpec, opts: Mapping[str, Any] | QuantOptions,
+              state: Mapping[str, Tensor], device: torch.device | str = "cpu") -> Decoder:
+    """Rebuild an int8 decoder from the tensors :func:`save_int8` wrote (strict keys).
+    :func:`iclbench.model.load_model` checks a file's tensors against :func:`int8_skeleton` and
+    its options with :func:`int8_options` before it calls this."""
+    qopts = opts if isinstance(opts, QuantOptions) else QuantOptions(**dict(opts))
+    model = int8_skeleton(spec, qopts)
+    model.load_state_dict(dict(state), strict=True)
+    return model.to(device).eval()
+
+
+def int8_skeleton(spec: ModelSpec, opts: QuantOptions) -> Decoder:
+    """The int8 decoder of ``spec`` with placeholder int8 weights and scales: the modules, names,
+    shapes and dtypes :func:`save_int8` writes (built under ``torch.device("meta")`` it allocates
+    nothing)."""
     model = Decoder(spec)
 
     def skeleton(m: nn.Module) -> nn.Module | None:
         if type(m) is nn.Linear:
-            return Int8Linear(m.in_features, m.out_features, qopts.activation_bits)
+            return Int8Linear(m.in_features, m.out_features, opts.activation_bits)
         if type(m) is nn.Embedding:
             return Int8Embedding(m.num_embeddings, m.embedding_dim)
         return None
 
     _replace_modules(model, skeleton)
     _int8_blocks(model)
-    model.load_state_dict(dict(state), strict=True)
-    return model.to(device).eval()
+    return model
+
+
+def int8_options(raw: Any) -> QuantOptions:
+    """The options an int8 file's metadata records (:func:`save_int8` writes every field); raises
+    ValueError saying what is wrong where they are not an object of every field with its type."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected an object, got {str(raw)[:100]}")
+    fields = asdict(QuantOptions())
+    unknown, missing = sorted(set(raw) - set(fields)), sorted(set(fields) - set(raw))
+    if unknown or missing:
+        raise ValueError((f"missing {missing} " if missing else "")
+                         + (f"unknown {unknown}" if unknown else ""))
+    for key, default in fields.items():
+        value = raw[key]
+        ok = (type(value) is int if isinstance(default, int)
+              else isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            raise ValueError(f"{key} must be {type(default).__name__}, got {value!r}")
+    return QuantOptions(**raw)
+
+
+def int8_scale_problems(state: Mapping[str, Tensor]) -> list[str]:
+    """Scales in an int8 state dict that :func:`save_int8` never writes (finite values assumed):
+    a weight step at or below 0, a negative input step (0 means dynamic per-token steps)."""
+    problems = []
+    for name, t in state.items():
+        if name.endswith("weight_scale") and not bool((t > 0).all()):
+            problems.append(f"{name} must be positive, got {t.tolist()}")
+        elif name.endswith("input_scale") and not bool((t >= 0).all()):
+            problems.append(f"{name} must be non-negative, got {t.tolist()}")
+    return problems
 
 
 class Int8Variant(Variant):

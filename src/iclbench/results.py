@@ -96,12 +96,60 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
         pq.write_table(table, tmp)
 
 
-def read_parquet(path: str | Path) -> pd.DataFrame:
-    """Read a Parquet file; a truncated or corrupt file raises naming the file."""
+#: which Arrow column types a schema dtype accepts (the types :func:`write_parquet` writes for it,
+#: and their close relatives), and whether the column may hold nulls
+_ARROW_KINDS: dict[str, tuple[str, Callable[[pa.DataType], bool], bool]] = {
+    "string": ("a string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), True),
+    "Int64": ("an integer", pa.types.is_integer, True),
+    "int64": ("an integer", pa.types.is_integer, False),
+    "float64": ("a floating-point", pa.types.is_floating, True),
+    "bool": ("a boolean", pa.types.is_boolean, False),
+}
+
+
+def read_parquet(path: str | Path, schema: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Read a Parquet file; a truncated or corrupt file raises naming the file.
+
+    With ``schema`` (column -> dtype, as :data:`ICL_ERRORS`), the file must hold every column of
+    it with a matching type (strings for ``string``, integers for ``int64``/``Int64`` and no
+    missing values for ``int64``, floats for ``float64``), checked before any conversion; extra
+    columns are allowed and every column is returned as read.
+    """
     try:
-        return pq.read_table(path).to_pandas()
+        table = pq.read_table(path)
     except (OSError, pa.ArrowException) as err:
         raise ValueError(f"{path}: not a readable Parquet file ({err})") from None
+    if schema is not None:
+        check_columns(table, schema, path)
+    try:
+        return table.to_pandas()
+    except (pa.ArrowException, ValueError, TypeError, KeyError) as err:
+        # e.g. a pandas metadata entry that does not match the columns
+        raise ValueError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def check_columns(table: pa.Table, schema: Mapping[str, str], path: str | Path) -> None:
+    """Raise naming ``path`` where ``table`` lacks a column of ``schema`` or holds it as another
+    type (see :func:`read_parquet`)."""
+    missing = [c for c in schema if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: table lacks column(s) {missing}")
+    wrong = []
+    for col, dtype in schema.items():
+        arrow_type = table.schema.field(col).type
+        kind = _ARROW_KINDS.get(dtype)
+        if kind is None:
+            continue  # a dtype without a rule: tidy() converts or raises later
+        words, accepts, nullable = kind
+        column = table.column(col)
+        if pa.types.is_null(arrow_type) and nullable:
+            continue  # every value missing: pandas writes a column of Nones so
+        if not accepts(arrow_type):
+            wrong.append(f"{col!r} is {arrow_type}, not {words} column ({dtype})")
+        elif not nullable and column.null_count:
+            wrong.append(f"{col!r} has {column.null_count} missing value(s) ({dtype})")
+    if wrong:
+        raise ValueError(f"{path}: wrong column type(s): {'; '.join(wrong)}")
 
 
 def write_json(obj: Any, path: str | Path) -> None:
