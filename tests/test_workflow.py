@@ -86,13 +86,21 @@ def test_snakefiles_are_formatted() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_bad_config_fails_before_any_job(tmp_path: Path, smoke_config) -> None:
-    smoke_config["train"]["stpes"] = 5
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "stpes", 5, "config key train: Additional properties are not allowed ('stpes'"),
+    # passes the schema and every name check; 2^41 numbers per function (issue 23)
+    ("decision_tree", "depth", 40, "tasks.decision_tree.options.depth: job sample_eval_prompts"),
+])
+def test_bad_config_fails_before_any_job(tmp_path: Path, smoke_config, section: str, key: str,
+                                         value: int, message: str) -> None:
+    node = (smoke_config["tasks"][section]["options"] if section in smoke_config["tasks"]
+            else smoke_config[section])
+    node[key] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(smoke_config))
     proc = snakemake("-n", workdir=tmp_path, config=bad, check=False)
     assert proc.returncode != 0
-    assert "config key train: Additional properties are not allowed ('stpes'" in proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
 
 

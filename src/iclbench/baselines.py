@@ -49,9 +49,29 @@ class Baseline:
         self.check_options(options)
         self.opts: dict[str, Any] = {**self.options, **options}
 
+    #: options that must be integers >= 1, integers >= 0, numbers > 0 and numbers >= 0 (an
+    #: option whose default is None may also be null)
+    positive_ints: ClassVar[tuple[str, ...]] = ()
+    nonnegative_ints: ClassVar[tuple[str, ...]] = ()
+    positive_numbers: ClassVar[tuple[str, ...]] = ()
+    nonnegative_numbers: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         check_options(options, cls.options)
+        for key, value in options.items():
+            if value is None and key in cls.options and cls.options[key] is None:
+                continue
+            integer = key in cls.positive_ints or key in cls.nonnegative_ints
+            low = 1 if key in cls.positive_ints else 0
+            if integer and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+            if key in cls.positive_numbers or key in cls.nonnegative_numbers:
+                strict = key in cls.positive_numbers
+                if (isinstance(value, bool) or not isinstance(value, (int, float))
+                        or not math.isfinite(value) or value < 0 or (strict and value == 0)):
+                    raise ValueError(f"{key} must be a number {'>' if strict else '>='} 0, "
+                                     f"got {value!r}")
 
     @classmethod
     def applies_to(cls, task: str) -> bool:
@@ -129,6 +149,7 @@ class NearestNeighbours(Baseline):
     """Mean ``y`` of the ``k`` nearest earlier inputs (all of them while fewer than ``k``)."""
 
     options = {"k": 3}
+    positive_ints = ("k",)
 
     def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         k = int(self.opts["k"])
@@ -192,6 +213,8 @@ class LassoBaseline(PerPromptFit):
 
     options = {"alpha": 0.01, "max_iter": 100000, "max_prompts": None,
                "max_prompts_ood": None}
+    positive_ints = ("max_iter",)
+    nonnegative_numbers = ("alpha",)
     tasks = ("sparse_linear_regression",)
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
@@ -219,6 +242,7 @@ class GreedyTree(PerPromptFit):
 
     options = {"max_depth": 2, "max_prompts": None,
                "max_prompts_ood": None}
+    positive_ints = ("max_depth",)
     tasks = ("decision_tree", "random_forest")
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
@@ -239,6 +263,9 @@ class XGBoost(PerPromptFit):
 
     options = {"n_estimators": 50, "max_depth": 4, "learning_rate": 0.1, "max_prompts": None,
                "max_prompts_ood": None}
+    positive_ints = ("n_estimators",)
+    nonnegative_ints = ("max_depth",)
+    positive_numbers = ("learning_rate",)
     tasks = ("decision_tree", "random_forest")
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
@@ -258,6 +285,8 @@ class RandomForestFit(PerPromptFit):
 
     options = {"n_estimators": 100, "max_depth": None, "seed": 0, "max_prompts": None,
                "max_prompts_ood": None}
+    positive_ints = ("n_estimators", "max_depth")
+    nonnegative_ints = ("seed",)
     tasks = ("decision_tree", "random_forest")
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
@@ -285,6 +314,9 @@ class GradientDescentNN(Baseline):
 
     options = {"hidden": 100, "lr": 5e-3, "steps": 5000, "seed": 0, "max_prompts": None,
                "max_prompts_ood": None}
+    positive_ints = ("hidden", "steps")
+    nonnegative_ints = ("seed",)
+    positive_numbers = ("lr",)
     vector_outputs = False
     #: layers of weights (2: one hidden layer)
     depth: ClassVar[int] = 2

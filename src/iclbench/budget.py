@@ -125,7 +125,13 @@ def estimates(raw: Mapping[str, Any]) -> Iterable[Estimate]:
     """One estimate per heavy job of the DAG (per task, OOD setting, variant and mode; seeds
     share theirs)."""
     from iclbench.baselines import BASELINES
-    from iclbench.config import finetune_tasks, finetune_train, task_train, task_variants
+    from iclbench.config import (
+        ConfigError,
+        finetune_tasks,
+        finetune_train,
+        task_train,
+        task_variants,
+    )
     from iclbench.ood import IN_DISTRIBUTION, OOD
 
     n_dims = int(raw["n_dims"])
@@ -174,7 +180,10 @@ def estimates(raw: Mapping[str, Any]) -> Iterable[Estimate]:
             if not kind.applies_to(name):
                 continue
             for ood, levels, n in files:
-                work = kind.workspace_bytes(n, prompts.n_points, n_dims, options or {})
+                try:
+                    work = kind.workspace_bytes(n, prompts.n_points, n_dims, options or {})
+                except (ValueError, TypeError) as err:
+                    raise ConfigError(f"baselines.{baseline}: {err}") from None
                 yield Estimate("evaluate_baseline", f"{name}/{baseline}, OOD {ood}",
                                _file(prompts, levels, n, ood)
                                + (Term(f"baselines.{baseline}", f"{baseline}'s workspace", work),)
@@ -210,7 +219,10 @@ def _prompts(name: str, tcfg: Mapping[str, Any], n_dims: int) -> _Prompts:
     n_points = int(tcfg["n_points"])
 
     def size(opts: Mapping[str, Any]) -> int:
-        task = build_task(name, n_dims, opts)
+        try:
+            task = build_task(name, n_dims, opts)
+        except ValueError:  # the default does not fit this config (e.g. sparsity > n_dims)
+            return function + work
         return task.function_numel() + task.workspace_numel(n_points)
 
     task = build_task(name, n_dims, options)
@@ -219,7 +231,7 @@ def _prompts(name: str, tcfg: Mapping[str, Any], n_dims: int) -> _Prompts:
         # the option whose default value shrinks the functions most is the one to name
         drops = {k: function + work - size({o: v for o, v in options.items() if o != k})
                  for k in options}
-    except (RuntimeError, MemoryError) as err:  # a task that samples to count
+    except (RuntimeError, MemoryError, TypeError, OverflowError) as err:  # sampled to count
         raise ConfigError(f"tasks.{name}.options ({_show(options)}): one function could not be "
                           f"sampled to size it ({err})") from None
     top = max(drops, key=drops.__getitem__, default=None)

@@ -284,8 +284,8 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
 
 
 def check_finite(obj: Any, where: str = "") -> None:
-    """Every number in the config is finite: YAML's ``.nan`` and ``.inf`` pass a JSON schema's
-    ``minimum`` (NaN compares false both ways) and would reach a job."""
+    """Every number in the config is finite (YAML's ``.nan`` and ``.inf`` pass a JSON schema's
+    ``minimum``: NaN compares false both ways) and every integer fits 64 bits (torch's sizes)."""
     if isinstance(obj, Mapping):
         for key, value in obj.items():
             check_finite(value, f"{where}.{key}" if where else str(key))
@@ -294,6 +294,8 @@ def check_finite(obj: Any, where: str = "") -> None:
             check_finite(value, f"{where}[{i}]")
     elif isinstance(obj, float) and not math.isfinite(obj):
         raise ConfigError(f"config key {where}: {obj} is not a finite number")
+    elif isinstance(obj, int) and not isinstance(obj, bool) and abs(obj) >= 2**63:
+        raise ConfigError(f"config key {where}: {obj} does not fit a 64-bit integer")
 
 
 def _check_finetune(raw: Mapping[str, Any], n_head: int, head_dim: int) -> None:

@@ -1,6 +1,7 @@
 # Validation and target lists. The config is checked (schema, then registry names and cross-field
 # rules) when the DAG is built, so a bad config fails before any job runs.
 from iclbench.baselines import BASELINES
+from iclbench.budget import mem_limits
 from iclbench.ood import IN_DISTRIBUTION, OOD
 from iclbench.figures import FIGURES as FIGURE_REGISTRY
 from iclbench.config import (
@@ -21,7 +22,11 @@ validate_schema(
     yaml.safe_load(open(workflow.source_path("../../config/schema.yaml"))),
     source="config",
 )
-CFG = check(config)
+# a profile's --set-resources raise a rule's mem_mb; the config's estimated memory per job must
+# fit it (iclbench.budget)
+_mem_overrides = workflow.resource_settings.overwrite_resources
+CFG = check(config, _mem_overrides)
+MEM_MB = mem_limits(config, _mem_overrides)
 # sorted keys: reordering a YAML file must not change any rule's params (and rerun it)
 _canonical = canonical(config)
 config.clear()

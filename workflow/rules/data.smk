@@ -5,6 +5,8 @@ rule sample_eval_prompts:
         "logs/sample_eval_prompts/{task}/{ood}.log",
     conda:
         "../../envs/iclbench.yaml"
+    resources:
+        mem_mb=MEM_MB["sample_eval_prompts"],
     params:
         task=lambda wc: config["tasks"][wc.task],
         n_dims=config["n_dims"],

@@ -10,7 +10,7 @@ rule evaluate_model:
         "../../envs/iclbench.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=MEM_MB["evaluate_model"],
     params:
         job=lambda wc: {
             "eval": config["eval"],
@@ -32,7 +32,7 @@ rule evaluate_baseline:
         "../../envs/iclbench.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=MEM_MB["evaluate_baseline"],
     params:
         job=lambda wc: {
             "eval": config["eval"],

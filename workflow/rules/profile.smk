@@ -11,7 +11,7 @@ rule profile_model:
         "../../envs/iclbench.yaml"
     threads: config["profile"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=MEM_MB["profile_model"],
         runtime=30,
     params:
         job=lambda wc: {

@@ -9,7 +9,7 @@ rule train_model:
         "../../envs/iclbench.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=MEM_MB["train_model"],
         runtime=120,
     params:
         job=lambda wc: {
@@ -43,7 +43,7 @@ rule finetune_model:
         "../../envs/iclbench.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=MEM_MB["finetune_model"],
         runtime=60,
     params:
         job=lambda wc: {
