@@ -140,7 +140,7 @@ VARIANTS = list(DEFAULT["variants"].items()) + [
 @pytest.mark.parametrize("variant, options", VARIANTS,
                          ids=[f"{v}-{o.get('landmarks_source', '')}{o.get('landmarks', '')}"
                               for v, o in VARIANTS])
-@pytest.mark.parametrize("batch, points", [(16, 21), (2, 161)])
+@pytest.mark.parametrize("batch, points", [(16, 21), (2, 161), (6, 101)])
 def test_training_and_inference_estimates_cover_the_measured_peak(
         variant: str, options: dict[str, Any], batch: int, points: int) -> None:
     """One training step (forward and backward) and one forward without autograd, peaks from

@@ -66,9 +66,9 @@ class Attention(nn.Module):
         q, k, v and the output: saved for the backward pass (``training``), or live at once in a
         forward without autograd. It bounds a job's memory when the DAG is built
         (:mod:`iclbench.budget`, checked against measured peaks in ``tests/test_budget.py``).
-        The default is the dense causal score matrix: twice in training (the scores and the
-        weights), once otherwise."""
-        return (2 if training else 1) * tokens * tokens
+        The default is the dense causal score matrix: four copies in training (the scores, their
+        scaled and normalised forms, saved for the backward pass), two otherwise."""
+        return (4 if training else 2) * tokens * tokens
 
     @classmethod
     def check_swap(cls, options: Mapping[str, Any]) -> None:
