@@ -293,14 +293,16 @@ def _training(raw: Mapping[str, Any], p: _Prompts, variant: str, options: Mappin
     B = int(train["batch_size"])
     spec, attention = _shape(raw, variant, options, p.tokens)
     E, L, H = spec.n_embd, spec.n_layer, spec.n_head
-    work = attention.workspace_numel(p.tokens, E // H, _attention_options(spec), True)
+    opts = _attention_options(spec)
+    work = attention.workspace_numel(p.tokens, E // H, opts, True)
+    shared = attention.shared_numel(p.tokens, E // H, opts, True)
     return (
         Term(p.key, f"a batch of {B} functions of {p.task}",
              FUNCTION * 2 * B * p.per_prompt),
         Term(batch_key, f"activations of {B} prompts x {p.tokens} tokens x {L} layers x {E}",
              FLOAT * ACTIVATIONS_TRAIN * B * L * p.tokens * E),
         Term(variant_key, f"{spec.attention} attention's workspace at {p.tokens} tokens",
-             FLOAT * B * L * H * work),
+             FLOAT * L * H * (B * work + shared)),
         Term("model", f"{_weights(spec):,} weights with gradients and optimiser state",
              WEIGHT_BYTES_TRAIN * _weights(spec)),
     )
@@ -310,12 +312,14 @@ def _inference(raw: Mapping[str, Any], tokens: int, variant: str, options: Mappi
                batch: int, variant_key: str, batch_key: str) -> tuple[Term, ...]:
     spec, attention = _shape(raw, variant, options, tokens)
     E, H = spec.n_embd, spec.n_head
-    work = attention.workspace_numel(tokens, E // H, _attention_options(spec), False)
+    opts = _attention_options(spec)
+    work = attention.workspace_numel(tokens, E // H, opts, False)
+    shared = attention.shared_numel(tokens, E // H, opts, False)
     return (
         Term(batch_key, f"a forward of {batch} prompts x {tokens} tokens x {E}",
              FLOAT * ACTIVATIONS_INFER * batch * tokens * E),
         Term(variant_key, f"{spec.attention} attention's workspace at {tokens} tokens",
-             FLOAT * batch * H * work),
+             FLOAT * H * (batch * work + spec.n_layer * shared)),
         Term("model", f"{_weights(spec):,} weights (and a converted copy)",
              FLOAT * 3 * _weights(spec)),
     )
@@ -336,8 +340,10 @@ def _profiles(raw: Mapping[str, Any]) -> Iterable[Estimate]:
         weights = Term("model", f"{_weights(spec):,} weights (position table of {longest})",
                        FLOAT * 3 * _weights(spec))
         worst: Estimate | None = None
+        opts = _attention_options(spec)
         for batch, tokens in prof.grid():
-            work = attention.workspace_numel(tokens, E // H, _attention_options(spec), False)
+            work = (attention.workspace_numel(tokens, E // H, opts, False)
+                    + spec.n_layer * attention.shared_numel(tokens, E // H, opts, False) // batch)
             est = Estimate("profile_model", f"{variant}-{mode} at batch {batch} x {tokens} tokens",
                            (Term("profile.context_tokens",
                                  f"a forward of {batch} x {tokens} tokens x {E}",

@@ -249,7 +249,7 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
     head_dim = model.n_embd // model.n_head
     for name, opts in cfg.variants.items():
         _wrap(lambda: get_variant(name).check_options(opts, model.n_head, head_dim),
-              f"variants.{name}")
+              f"variants.{name}", meta=True)
     start = cfg.variants.get("int8", {}).get("start_step", 0)
     for name in cfg.tasks:
         steps = int(task_train(raw, name)["steps"])
@@ -262,7 +262,7 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
                           "softmax models)")
     for name, opts in cfg.swapped.items():
         _wrap(lambda: get_variant(name).check_swap_options(opts, model.n_head, head_dim),
-              f"swapped.{name}")
+              f"swapped.{name}", meta=True)
     _check_finetune(raw, model.n_head, head_dim)
     if "conversion" in cfg.figures and not raw.get("finetuned"):
         raise ConfigError("figures.conversion: needs variants under finetuned (it plots their "
@@ -318,7 +318,7 @@ def _check_finetune(raw: Mapping[str, Any], n_head: int, head_dim: int) -> None:
         raise ConfigError("finetuned.softmax: softmax is the model conversions start from")
     for name, opts in finetuned.items():
         _wrap(lambda: get_variant(name).check_convert_options(_options(opts), n_head, head_dim),
-              f"finetuned.{name}")
+              f"finetuned.{name}", meta=True)
     ft = raw["finetune"]
     for task in finetune_tasks(raw):
         train = finetune_train(raw, task)
@@ -356,9 +356,16 @@ def canonical(obj: Any) -> Any:
     return obj
 
 
-def _wrap(build: Any, where: str) -> None:
+def _wrap(build: Any, where: str, meta: bool = False) -> None:
+    """Run a registry entry's check; its ValueError or TypeError becomes a ConfigError naming
+    ``where``. ``meta``: build modules on the meta device, so that checking a variant's options
+    (which builds its attention) allocates nothing, whatever size they ask for."""
     try:
-        build()
+        if meta:
+            with torch.device("meta"):
+                build()
+        else:
+            build()
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{where}: {err}") from None
 

@@ -71,6 +71,13 @@ class Attention(nn.Module):
         return (4 if training else 2) * tokens * tokens
 
     @classmethod
+    def shared_numel(cls, tokens: int, head_dim: int, options: Mapping[str, Any],
+                     training: bool) -> int:
+        """Elements one head holds whatever the batch (computed once per head, such as the
+        pseudo-inverse of learned landmarks), beside :meth:`workspace_numel`; none by default."""
+        return 0
+
+    @classmethod
     def check_swap(cls, options: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` if ``options`` cannot be swapped into a softmax-trained model
         (e.g. they need parameters that only training gives); by default any options can."""

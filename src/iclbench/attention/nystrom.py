@@ -510,14 +510,27 @@ class NystromAttention(Attention):
         iters = 1 if opts["pinv"] == "exact" else max(1, int(opts["pinv_iterations"]))
         m = min(int(opts["landmarks"]), tokens)
         if opts["landmarks_source"] == "learned":
+            m = int(opts["landmarks"])  # the scores of every query against every landmark
             per_token = min(int(opts["chunk"]), tokens) + m + head_dim
-            pinv = 8 * iters * m * m  # one m x m pseudo-inverse and its iterates
+            pinv = 0  # once per head: shared_numel
         else:
             per_token = math.ceil(tokens / m) + m + head_dim
             # one pseudo-inverse per completed prefix: m matrices of m x m, and in training the
             # iterates of each, saved for the backward pass
             pinv = (10 * iters if training else 12) * m**3
         return (4 if training else 2) * tokens * per_token + pinv
+
+    @classmethod
+    def shared_numel(cls, tokens: int, head_dim: int, options: Mapping[str, Any],
+                     training: bool) -> int:
+        opts = {**cls.options, **options}
+        if opts["landmarks_source"] != "learned":
+            return 0
+        iters = 1 if opts["pinv"] == "exact" else max(1, int(opts["pinv_iterations"]))
+        m = int(opts["landmarks"])
+        # the landmarks' m x m pseudo-inverse with its iterates (saved in training), and the
+        # landmarks themselves with their gradients and Adam's moments
+        return (8 * iters if training else 4) * m * m + 8 * m * head_dim
 
     @property
     def _iterations(self) -> int | None:
