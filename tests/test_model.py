@@ -1,4 +1,5 @@
-"""The decoder: shapes, no future leak for every registered attention, save/load without pickle."""
+"""The decoder: shapes, no future leak for every registered attention, save/load without pickle;
+its CPU inference blocks (iclbench.kernels.cpu) against the textbook block."""
 
 from __future__ import annotations
 
@@ -6,14 +7,8 @@ import pytest
 import torch
 
 from iclbench.attention import ATTENTION
-from iclbench.model import (
-    Decoder,
-    ModelSpec,
-    interleave,
-    load_model,
-    onednn_linear_available,
-    save_model,
-)
+from iclbench.kernels.cpu import CpuBlock, fast_inference, onednn_linear_available
+from iclbench.model import Block, Decoder, ModelSpec, interleave, load_model, save_model
 from iclbench.seeding import generator
 
 
@@ -21,6 +16,12 @@ def make(attention: str = "softmax", n_points: int = 12) -> Decoder:
     spec = ModelSpec(n_dims=4, n_positions=2 * n_points, n_embd=32, n_layer=2, n_head=2,
                      attention=attention)
     return Decoder(spec, generator=generator(0, "m")).eval()
+
+
+def fast(attention: str = "softmax", n_points: int = 12) -> Decoder:
+    """:func:`make`'s model with the CPU inference blocks, as the variants' inference hooks
+    give it."""
+    return fast_inference(make(attention, n_points))  # type: ignore[return-value]
 
 
 def test_interleave_order() -> None:
@@ -35,8 +36,13 @@ def test_interleave_order() -> None:
 @pytest.mark.parametrize("attention", ATTENTION.names())
 @pytest.mark.parametrize("n_points", [5, 12])
 def test_no_future_leak(attention: str, n_points: int) -> None:
-    """Changing y_t and every token after x_t leaves the predictions at positions <= t unchanged."""
-    model = make(attention, 12)
+    check_no_future_leak(attention, n_points)
+
+
+def check_no_future_leak(attention: str, n_points: int) -> None:
+    """Changing y_t and every token after x_t leaves the predictions at positions <= t unchanged
+    (at inference: the CPU inference blocks)."""
+    model = fast(attention, 12)
     g = generator(1, "leak")
     xs, ys = torch.randn(3, n_points, 4, generator=g), torch.randn(3, n_points, generator=g)
     with torch.no_grad():
@@ -71,7 +77,7 @@ def test_inference_forward_equals_the_autograd_one(no_grad) -> None:
     """Without autograd (and without oneDNN's kernels) a block applies GELU in place and adds
     the residual into its own tensor: the same numbers, bit for bit, as the forward that
     training differentiates; the caller's inputs are left unchanged."""
-    model = _use_onednn(make(), False)
+    model = _use_onednn(fast(), False)
     g = generator(1, "inference")
     xs, ys = torch.randn(3, 12, 4, generator=g), torch.randn(3, 12, generator=g)
     before = xs.clone(), ys.clone()
@@ -98,7 +104,7 @@ def test_cpu_inference_runs_onednn_and_matches_training_forward(no_grad) -> None
     """At CPU inference the blocks run oneDNN's linear layer with GELU and the residual adds
     fused: the training forward's function to float rounding, repeatable bit for bit, the
     inputs untouched. With autograd on (training), never."""
-    model = make(n_points=64)  # a 4x-wide layer of 128 inputs: MKL and oneDNN sum differently
+    model = fast(n_points=64)  # a 4x-wide layer of 128 inputs: MKL and oneDNN sum differently
     g = generator(2, "inference")
     xs, ys = torch.randn(4, 64, 4, generator=g), torch.randn(4, 64, generator=g)
     before = xs.clone(), ys.clone()
@@ -116,7 +122,7 @@ def test_cpu_inference_runs_onednn_and_matches_training_forward(no_grad) -> None
 def test_onednn_weights_are_packed_again_when_the_weights_change() -> None:
     """The packed weights follow the model's: after load_state_dict (an in-place copy) and after
     an optimiser step, inference matches a fresh model holding the same weights."""
-    model, other = make(), make()
+    model, other = fast(), fast()
     with torch.no_grad():
         for p in other.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=generator(3, "w")))
@@ -131,7 +137,7 @@ def test_onednn_weights_are_packed_again_when_the_weights_change() -> None:
     model(xs, ys).square().mean().backward()
     opt.step()
     with torch.inference_mode():
-        fresh = make()
+        fresh = fast()
         fresh.load_state_dict(model.state_dict())
         assert torch.equal(model(xs, ys), fresh(xs, ys))
 
@@ -140,7 +146,7 @@ def test_onednn_weights_are_packed_again_when_the_weights_change() -> None:
 def test_onednn_weights_follow_a_fused_optimiser_between_evaluations() -> None:
     """A fused Adam step changes the weights in place without bumping their version counter:
     evaluating during training (eval, step in train mode, eval) must still see the new weights."""
-    model = make()
+    model = fast()
     xs, ys = torch.randn(2, 12, 4), torch.randn(2, 12)
     opt = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
     for _ in range(2):
@@ -151,7 +157,7 @@ def test_onednn_weights_follow_a_fused_optimiser_between_evaluations() -> None:
         model(xs, ys).square().mean().backward()
         opt.step()
     model.eval()
-    fresh = make()
+    fresh = fast()
     fresh.load_state_dict(model.state_dict())
     with torch.inference_mode():
         assert torch.equal(model(xs, ys), fresh.eval()(xs, ys))
@@ -161,7 +167,7 @@ def test_onednn_weights_follow_a_fused_optimiser_between_evaluations() -> None:
 def test_a_model_that_ran_onednn_can_be_deep_copied() -> None:
     """Packed weights are opaque oneDNN memory that cannot be copied: a copy packs its own."""
     import copy
-    model = make()
+    model = fast()
     xs, ys = torch.randn(2, 12, 4), torch.randn(2, 12)
     with torch.inference_mode():
         out = model(xs, ys)
@@ -216,7 +222,7 @@ def test_onednn_inference_holds_no_more_memory_than_the_in_place_path() -> None:
     """The oneDNN forward frees what the other inference path frees (a first version kept the
     attention's q, k, v and output alive through the MLP: 8 MiB more per block at 8192 tokens)."""
     from iclbench.profiling import peak_memory
-    model = make(n_points=256)
+    model = fast(n_points=256)
     xs, ys = torch.randn(2, 256, 4), torch.randn(2, 256)
     peaks = {}
     with torch.inference_mode():
@@ -225,3 +231,52 @@ def test_onednn_inference_holds_no_more_memory_than_the_in_place_path() -> None:
             model(xs, ys)  # packs the weights (held by the model, not by the forward)
             peaks[on] = peak_memory(lambda: model(xs, ys), torch.device("cpu"))[0]
     assert peaks[True] <= peaks[False] * 1.01
+
+
+def test_cpu_blocks_are_the_textbook_block() -> None:
+    """A CPU inference block shares the block's submodules (same state dict) and computes its
+    function: bit for bit with autograd (training) and without oneDNN, to float rounding with it.
+    Only a model on that path holds packed weights."""
+    model, plain = fast(n_points=64), make(n_points=64)
+    assert all(type(b) is CpuBlock for b in model.blocks)
+    assert all(type(b) is Block for b in plain.blocks)
+    assert list(model.state_dict()) == list(plain.state_dict())
+    xs, ys = torch.randn(3, 64, 4), torch.randn(3, 64)
+    assert torch.equal(model.train()(xs, ys), plain.train()(xs, ys))
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        reference = plain(xs, ys)
+        torch.testing.assert_close(model(xs, ys), reference, rtol=1e-5, atol=1e-6)
+        assert torch.equal(_use_onednn(model, False)(xs, ys), reference)
+    assert fast_inference(model) is model and all(type(b) is CpuBlock for b in model.blocks)
+
+
+@pytest.mark.parametrize("mode", ["trained", "swapped", "finetuned"])
+@pytest.mark.parametrize("variant", ["softmax", "nystrom", "int8"])
+def test_every_inference_model_runs_the_fast_path(mode: str, variant: str, tmp_path) -> None:
+    """Evaluation's models (trained and fine-tuned: for_inference after load_model; swapped:
+    swap), the model a conversion scores while it fine-tunes (convert), and profiling's
+    (build_model): CPU inference blocks, or int8 ones for int8's inference models."""
+    from iclbench.quant import Int8Block
+    from iclbench.profiling import build_model
+    from iclbench.variants import get_variant
+
+    options = {"int8": {"weight_bits": 7, "activation_bits": 8, "ema_decay": 0.9,
+                        "start_step": 0}}.get(variant, {})
+    kind, base = get_variant(variant), make().spec
+    if mode == "finetuned":
+        models = [kind.convert(make(), options)]
+        fast_block: type = CpuBlock  # trained from there: int8 is fake-quantized until saved
+    elif mode == "swapped":
+        models = [kind.swap(make(), options)]
+        fast_block = Int8Block if variant == "int8" else CpuBlock
+    else:
+        trained = kind.prepare_training(Decoder(kind.model_spec(base, options)), options)
+        kind.save(trained, tmp_path / "m.safetensors", options)
+        models = [kind.for_inference(load_model(tmp_path / "m.safetensors"), options)]
+        fast_block = Int8Block if variant == "int8" else CpuBlock
+    if mode != "finetuned":
+        models.append(build_model(variant, mode, options, base, torch.device("cpu"),
+                                  torch.float32))
+    for model in models:
+        assert [type(b) for b in model.blocks] == [fast_block] * base.n_layer

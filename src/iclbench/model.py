@@ -6,6 +6,9 @@ d), read in by one ``Linear(d, n_embd)``; the read-out ``Linear(n_embd, 1)`` at 
 predicts ``y_i`` from the prefix ending at ``x_i``. How queries meet keys is a pluggable
 :class:`~iclbench.attention.Attention` from the registry.
 
+The blocks are the textbook ones; CPU inference runs them through fused kernels that the
+variants' inference hooks put in (:mod:`iclbench.kernels`).
+
 Vector outputs (``ModelSpec.n_out = m > 1``, tasks with ``vector_output``): the y token is
 ``[y_i, 0, ..., 0]`` with the m coordinates of ``y_i`` first (so ``m <= d``), and the read-out is
 ``Linear(n_embd, m)``, predictions (B, n, m). With ``n_out = 1`` every tensor, weight draw and file
@@ -14,7 +17,6 @@ is what it was before vector outputs existed.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Mapping
@@ -87,40 +89,9 @@ class SelfAttention(nn.Module):
         return self.c_proj(self.attend(self.c_attn(x)))
 
 
-@functools.cache
-def onednn_ops(*names: str) -> bool:
-    """Whether this torch build has oneDNN and every op ``names`` (``"namespace::op"``) on the
-    CPU; asked once per set of names (forwards ask on every call)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        for name in names:
-            namespace, op = name.split("::")
-            getattr(getattr(torch.ops, namespace), op)  # raises where the op is not built
-    except (AttributeError, RuntimeError):
-        return False
-    return True
-
-
-def onednn_linear_available() -> bool:
-    """Whether this torch build has oneDNN's float32 linear layer for the CPU
-    (``mkldnn::_linear_pointwise``) and its weight packing."""
-    return onednn_ops("mkldnn::_linear_pointwise", "mkldnn::_reorder_linear_weight")
-
-
-class PackedWeights(dict):  # type: ignore[type-arg]
-    """oneDNN's packed copies of a block's linear weights, by layer name, each with the key of
-    the weight it was packed from. A packed weight is opaque memory that cannot be copied: a copy
-    of the block (``copy.deepcopy``, pickling) starts empty and packs again on first use."""
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> PackedWeights:
-        return PackedWeights()
-
-    def __reduce__(self) -> tuple[type, tuple[()]]:
-        return (PackedWeights, ())
-
-
 class Block(nn.Module):
+    """GPT-2's pre-LayerNorm block (CPU inference: :class:`iclbench.kernels.cpu.CpuBlock`)."""
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(spec.n_embd)
@@ -131,90 +102,10 @@ class Block(nn.Module):
             nn.GELU(),
             nn.Linear(4 * spec.n_embd, spec.n_embd),
         )
-        #: False: CPU inference without oneDNN's float kernels (benchmarks and tests compare)
-        self.use_onednn = True
-        self._packed = PackedWeights()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.onednn(x):
-            return self._onednn_forward(x)
-        return residual_forward(self, x)
-
-    def _linears(self) -> dict[str, nn.Module]:
-        return {"c_attn": self.attn.c_attn, "c_proj": self.attn.c_proj, "fc1": self.mlp[0],
-                "fc2": self.mlp[2]}
-
-    def train(self, mode: bool = True) -> Block:
-        """Also drops the packed weights when training starts: fused optimisers (``Adam(...,
-        fused=True)``, what :func:`iclbench.train.train` uses) update weights in place without
-        bumping their version counter, so the key alone would not see their steps."""
-        if mode:
-            self._packed.clear()
-        return super().train(mode)
-
-    def onednn(self, x: Tensor) -> bool:
-        """Whether :meth:`forward` runs :meth:`_onednn_forward` for ``x``: in eval mode, without
-        autograd, on the CPU, in float32, with plain ``nn.Linear`` layers (not int8 or
-        fake-quantized ones)."""
-        return (self.use_onednn and not self.training and not torch.is_grad_enabled()
-                and isinstance(self.mlp[1], nn.GELU)
-                and x.device.type == "cpu" and x.dtype == torch.float32
-                and x.dim() == 3 and onednn_linear_available()
-                and all(type(m) is nn.Linear and m.weight.dtype == torch.float32
-                        for m in self._linears().values()))
-
-    def _weight(self, name: str, layer: nn.Linear) -> Tensor:
-        """``layer``'s weight packed for oneDNN, packed again whenever the weight changes (its
-        version counter, bumped by every in-place update such as an optimiser step or
-        ``load_state_dict``, its storage and its device are the key). A weight made under
-        ``torch.inference_mode`` has no version counter: oneDNN reads it unpacked."""
-        w = layer.weight
-        if w.is_inference():
-            return w.detach()
-        key = (w._version, w.data_ptr(), w.device, tuple(w.shape))
-        hit = self._packed.get(name)
-        if hit is None or hit[0] != key:
-            with torch.no_grad():
-                hit = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
-            self._packed[name] = hit
-        return hit[1]
-
-    def _onednn_forward(self, x: Tensor) -> Tensor:
-        """The block at CPU inference through oneDNN's float32 linear layer
-        (``mkldnn::_linear_pointwise``, the kernel behind inductor's CPU freezing path) with
-        packed weights: GELU runs inside the first MLP layer's kernel and each residual add
-        inside the kernel of the layer before it. Same function as :meth:`forward`; the values
-        differ from MKL's ``addmm`` by float rounding (products of 256 numbers are summed in
-        another order). On the 2-core AVX-512 VM, 2 threads: each layer 1.2-1.6x faster than
-        ``F.linear`` at 8192 rows of 64 channels, 1.0-1.2x at 1,408."""
-        B, T, C = x.shape
-        lp = torch.ops.mkldnn._linear_pointwise
-        layers = self._linears()
-        w = {name: self._weight(name, layer) for name, layer in layers.items()}
-        b = {name: layer.bias for name, layer in layers.items()}
-        rows = x.reshape(B * T, C).contiguous()
-        qkv = lp(self.ln_1(x).reshape(B * T, C), w["c_attn"], b["c_attn"], "none", [], "")
-        y = self.attn.attend(qkv.view(B, T, 3 * C)).reshape(B * T, C).contiguous()
-        del qkv  # freed before the MLP, as the autograd forward's temporaries are
-        h = lp.binary(y, rows, w["c_proj"], b["c_proj"], "add")  # a new tensor: x is left as is
-        del y
-        hidden = lp(self.ln_2(h), w["fc1"], b["fc1"], "gelu", [], self.mlp[1].approximate)
-        return lp.binary(hidden, h, w["fc2"], b["fc2"], "add").view(B, T, C)
-
-
-def residual_forward(block: nn.Module, x: Tensor) -> Tensor:
-    """``x + attn(ln_1(x))``, then ``+ mlp(ln_2(...))``, on ``block``'s submodules (a
-    :class:`Block`, or an int8 block with the same ones): the forward that training
-    differentiates, or, without autograd, GELU in place on the hidden layer and the residual
-    added into the block's own tensor, the same values without two more activation-sized
-    buffers (the 4x-wide hidden layer is the model's largest; 12% off the whole forward at 8192
-    tokens with a free attention core, in interleaved runs)."""
-    x = x + block.attn(block.ln_1(x))
-    if torch.is_grad_enabled() or not isinstance(block.mlp[1], nn.GELU):
-        return x + block.mlp(block.ln_2(x))
-    hidden = block.mlp[0](block.ln_2(x))
-    torch.ops.aten.gelu_(hidden, approximate=block.mlp[1].approximate)
-    return x.add_(block.mlp[2](hidden))
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
 
 
 def interleave(xs: Tensor, ys: Tensor) -> Tensor:

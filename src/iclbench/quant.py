@@ -35,8 +35,8 @@ second layer's input scale, and both residual adds happen in the kernels of ``c_
 second MLP layer. The integers are those fake quantization trained with; the block's output equals
 the per-layer kernels' to float rounding. Default model, batch 64, 2 threads (AVX-512 with VNNI):
 1.2-1.4x float32's speed where fbgemm per layer gave 1.1-1.3x, against float32 blocks on MKL;
-1.0-1.3x against float32 blocks on oneDNN's float linear layer, what CPU inference runs since
-2026-12-02 (``benchmarks/int8_speed.py``, README).
+1.0-1.3x against float32 blocks on oneDNN's float linear layer (:mod:`iclbench.kernels.cpu`),
+what CPU inference runs since 2026-12-02 (``benchmarks/int8_speed.py``, README).
 The read-in and read-out (5 and 1 features) and the swap form's dynamic layers keep fbgemm.
 
 **Why these kernels (torch 2.13).** ``torch.ao.quantization`` (``quantize_dynamic`` etc.) is
@@ -82,7 +82,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from iclbench.model import Block, Decoder, ModelSpec, onednn_ops, residual_forward
+from iclbench.kernels.cpu import fast_inference, onednn_ops, residual_forward
+from iclbench.model import Block, Decoder, ModelSpec
 from iclbench.variants import EXTRA_VARIANTS, Variant
 
 log = logging.getLogger(__name__)
@@ -485,7 +486,7 @@ class Int8Block(nn.Module):
     LayerNorm, attention and softmax stay float32. The integers are the ones fake quantization
     trained with (the same rounding and clamping at +-M; only float rounding differs). Elsewhere
     (dynamic per-token scales of the swap form, activations below 8 bits, CUDA) it runs
-    :func:`iclbench.model.residual_forward` through :class:`Int8Linear`'s own forward.
+    :func:`iclbench.kernels.cpu.residual_forward` through :class:`Int8Linear`'s own forward.
     """
 
     def __init__(self, block: Block) -> None:
@@ -556,8 +557,10 @@ def to_int8(model: Decoder, opts: QuantOptions) -> Decoder:
 
 
 def _int8_blocks(model: Decoder) -> None:
-    """Every :class:`Block` of ``model`` as an :class:`Int8Block` (same submodules), in place."""
-    model.blocks = nn.ModuleList(Int8Block(b) if type(b) is Block else b for b in model.blocks)
+    """Every :class:`Block` of ``model`` (also a :class:`~iclbench.kernels.cpu.CpuBlock`) as an
+    :class:`Int8Block` (same submodules), in place."""
+    model.blocks = nn.ModuleList(Int8Block(b) if isinstance(b, Block) else b
+                                 for b in model.blocks)
 
 
 def save_int8(model: Decoder, path: str | Path, opts: QuantOptions,
@@ -659,7 +662,7 @@ class Int8Variant(Variant):
 
     def convert(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
         """Q8BERT's own procedure: quantization-aware fine-tuning of the trained float model."""
-        return self.prepare_training(model, options)
+        return fast_inference(self.prepare_training(model, options))
 
     def save(self, model: nn.Module, path: str | Path, options: Mapping[str, Any],
              metadata: Mapping[str, str] | None = None) -> None:

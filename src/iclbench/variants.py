@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from iclbench.attention import ATTENTION, build_attention
+from iclbench.kernels.cpu import fast_inference
 from iclbench.model import Decoder, ModelSpec, save_model
 from iclbench.registry import Registry, UnknownNameError
 
@@ -48,14 +49,15 @@ class Variant:
         return model
 
     def for_inference(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
-        """Called on a loaded trained model before evaluation or profiling."""
-        return model
+        """Called on a loaded trained model before evaluation or profiling (the CPU inference
+        blocks of :mod:`iclbench.kernels.cpu`)."""
+        return fast_inference(model)
 
     def swap(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
         """Put this variant into a softmax-trained model at inference, without retraining."""
         ATTENTION.get(self.name).check_swap(options)
         model.set_attention(self.name, options)
-        return model
+        return fast_inference(model)
 
     def check_convert_options(self, options: Mapping[str, Any], n_head: int,
                               head_dim: int) -> None:
@@ -70,9 +72,10 @@ class Variant:
     def convert(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
         """Put this variant into a trained softmax model to fine-tune it (conversion): the same
         hook as :meth:`swap`, without its check that the variant approximates softmax untrained
-        (fine-tuning adapts the weights), then :meth:`prepare_training`."""
+        (fine-tuning adapts the weights), then :meth:`prepare_training`. The fine-tuning job scores
+        the model it returns between steps: the CPU inference blocks."""
         model.set_attention(self.name, options)
-        return self.prepare_training(model, options)
+        return fast_inference(self.prepare_training(model, options))
 
     def save(self, model: nn.Module, path: str | Path, options: Mapping[str, Any],
              metadata: Mapping[str, str] | None = None) -> None:
