@@ -6,10 +6,10 @@ What is timed: the forward of the attention *core* only (``core(q, k, v)`` on pe
 shape (B, nh, T, hs)), without the q/k/v and output projections, which are the same linear layers
 for every variant; ``--with-projections`` times the whole attention sublayer (projections + core)
 instead. Latency: the variants timed in turns (``iclbench.profiling.time_in_turns``: a warm-up, then
-``--rounds`` blocks of each in turn), median. Peak memory: the
-highest "Total Allocated" of the CPU allocator during one forward (``torch.profiler`` with
-``profile_memory=True``; every [memory] event of the exported trace), minus what was allocated
-before the call; inputs are not counted, the output is. No autograd (``torch.inference_mode``).
+``--rounds`` blocks of each in turn), median. Peak memory: the pipeline's measurement
+(``iclbench.profiling.peak_memory``: the peak of the CPU allocator's running total during one
+forward, from ``torch.profiler``'s allocation and free events, above what was held before the
+call); inputs are not counted, the output is. No autograd (``torch.inference_mode``).
 
     .venv/bin/python benchmarks/attention_speed.py            # T = 4096, batch 1, 2 threads
     .venv/bin/python benchmarks/attention_speed.py --tokens 2048 8192 --landmarks 32
@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import yaml
-from torch.profiler import ProfilerActivity, profile
 
 from iclbench.attention import _blocks, build_attention
-from iclbench.profiling import time_in_turns
+from iclbench.profiling import peak_memory, time_in_turns
 from iclbench.runtime import keep_freed_memory
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
@@ -42,22 +39,6 @@ _TRAINED = yaml.safe_load(CONFIG.read_text())["variants"].get("nystrom") or {}
 #: learned-landmark options: the default config's trained nystrom where it uses them
 LEARNED = (_TRAINED if _TRAINED.get("landmarks_source") == "learned"
            else {"landmarks": 8, "chunk": 16})
-
-
-def peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes allocated on the CPU during ``fn()`` above the level before it."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = json.load(f)["traceEvents"]
-    mem = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
-    if not mem:
-        return 0
-    start = mem[0]["args"]["Total Allocated"] - mem[0]["args"]["Bytes"]
-    return max(e["args"]["Total Allocated"] for e in mem) - start
 
 
 def main() -> None:
@@ -124,7 +105,7 @@ def main() -> None:
             # shape runs slower: each is warmed up first)
             timings = time_in_turns([c[3] for c in calls], args.threads, args.min_run_time,
                                     args.rounds, args.warmup)
-            peaks = [peak_bytes(c[3]) for c in calls]
+            peaks = [peak_memory(c[3], torch.device("cpu"))[0] for c in calls]
         base = (timings[0].median, peaks[0])
         for (label, name, opts, _), m, peak in zip(calls, timings, peaks, strict=True):
             print(f"{T:>6} {label:>9} {m.median * 1e3:>10.1f} {m.iqr * 1e3:>8.1f} "

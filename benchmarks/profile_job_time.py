@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 import yaml
 
+from iclbench.analysis import crossovers
 from iclbench.config import check
 from iclbench.jobs import aggregate_profile, profile_model
-from iclbench.profiling import crossovers
 from iclbench.results import read_parquet
 
 

@@ -19,14 +19,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from iclbench.analysis import crossovers, fitted_exponent
 from iclbench.attention import ATTENTION, _blocks, build_attention
 from iclbench.config import ConfigError, check
 from iclbench.figures import FIGURES
 from iclbench.jobs import aggregate_profile, profile_model
 from iclbench.model import ModelSpec
 from iclbench.profiling import (
-    FLOP_FORMULAS, ProfileSpec, build_model, count_flops, crossovers, fitted_exponent, warm_up,
-    profile_variant,
+    FLOP_FORMULAS, ProfileSpec, build_model, count_flops, warm_up, profile_variant,
 )
 from iclbench.results import PROFILE, read_parquet
 from iclbench.variants import EXTRA_VARIANTS

@@ -48,13 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
+# the analysis of the profile table moved to iclbench.analysis (which needs no torch); its names
+# stay importable from here
+from iclbench.analysis import crossovers, fitted_exponent, label  # noqa: F401
 from iclbench.model import Decoder, ModelSpec, load_model
 from iclbench.seeding import generator
 from iclbench.variants import get_variant
@@ -489,66 +491,3 @@ def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: M
             "torch_version": torch.__version__,
         })
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# reading the results
-
-
-def label(model: pd.Series, mode: pd.Series) -> pd.Series:
-    """``relu`` for a trained variant, ``nystrom (swapped)`` for a swapped one."""
-    return model.where(mode != "swapped", model + " (swapped)")
-
-
-def crossovers(profile: pd.DataFrame, batch_size: int, reference: str = "softmax") -> pd.DataFrame:
-    """Where each variant overtakes the trained ``reference`` in latency, at ``batch_size``.
-
-    One row per (model, mode) other than the reference: ``crossover_tokens`` is the length from
-    which the variant stays faster (interpolated log-log between the two measured lengths around
-    it; NaN if it is never faster at the longest length, the shortest length if it always is),
-    with the speed-up (reference latency / variant latency) and FLOP ratio (reference FLOPs /
-    variant FLOPs) at the longest length. Against softmax the speed-up is paired: the variant's
-    job timed softmax in turns with it (``softmax_latency_s``), so drift of the machine between
-    jobs cancels; another ``reference`` is compared with its own job's latencies.
-    """
-    df = profile[profile["batch_size"] == batch_size]
-    paired = reference == "softmax" and "softmax_latency_s" in df.columns
-    cols = ["latency_s", "flops"] + (["softmax_latency_s"] if paired else [])
-    df = df.groupby(["model", "mode", "context_tokens"], as_index=False)[cols].mean()
-    ref = df[(df["model"] == reference) & (df["mode"] == "trained")].set_index("context_tokens")
-    if ref.empty:
-        raise ValueError(f"crossovers: no trained {reference!r} rows at batch size {batch_size}")
-    rows = []
-    for (model, mode), g in df.groupby(["model", "mode"], sort=True):
-        if model == reference and mode == "trained":
-            continue
-        g = g.set_index("context_tokens").sort_index()
-        common = g.index.intersection(ref.index).sort_values()
-        if common.empty:
-            continue
-        ref_latency = g.loc[common, "softmax_latency_s"] if paired else ref.loc[common, "latency_s"]
-        speedup = (ref_latency / g.loc[common, "latency_s"]).to_numpy()
-        t = common.to_numpy(dtype=float)
-        faster = speedup > 1.0
-        cross = float("nan")
-        if faster[-1]:
-            slower = np.flatnonzero(~faster)
-            if slower.size == 0:
-                cross = t[0]
-            else:
-                i = slower[-1]  # last slower length; the next one is faster and stays so
-                x0, x1 = np.log(t[i]), np.log(t[i + 1])
-                y0, y1 = np.log(speedup[i]), np.log(speedup[i + 1])
-                cross = float(np.exp(x0 + (x1 - x0) * (-y0) / (y1 - y0)))
-        last = common[-1]
-        rows.append({"model": model, "mode": mode, "crossover_tokens": cross,
-                     "longest_tokens": int(last), "speedup_at_longest": float(speedup[-1]),
-                     "flop_ratio_at_longest": float(ref.loc[last, "flops"] / g.loc[last, "flops"])})
-    return pd.DataFrame(rows, columns=["model", "mode", "crossover_tokens", "longest_tokens",
-                                       "speedup_at_longest", "flop_ratio_at_longest"])
-
-
-def fitted_exponent(tokens: Sequence[float], values: Sequence[float]) -> float:
-    """Slope of log(values) against log(tokens) by least squares (2 = quadratic growth)."""
-    return float(np.polyfit(np.log(np.asarray(tokens, float)), np.log(np.asarray(values, float)),
-                            1)[0])

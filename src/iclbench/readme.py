@@ -88,7 +88,7 @@ def task_table(df: pd.DataFrame, task: str, n_dims: int) -> str:
 
 def profile_table(profile: pd.DataFrame) -> str:
     """Markdown table: each variant at the longest profiled length, batch 1."""
-    from iclbench.profiling import crossovers
+    from iclbench.analysis import crossovers
 
     if 1 not in set(profile["batch_size"]):
         raise ValueError("profile: no rows at batch size 1")
