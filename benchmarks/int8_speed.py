@@ -37,14 +37,9 @@ from torch import Tensor, nn
 
 from iclbench.model import Decoder, ModelSpec
 from iclbench.profiling import time_in_turns
-from iclbench.quant import (
-    QuantOptions,
-    _replace_modules,
-    kernel_engine,
-    kernels,
-    prepare_qat,
-    to_int8,
-)
+from iclbench.kernels.int8 import kernel_engine, kernels
+from iclbench.variants.int8 import QuantOptions, prepare_qat, to_int8
+from iclbench.variants.int8.qat import replace_modules as _replace_modules
 from iclbench.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]

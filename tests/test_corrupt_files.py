@@ -21,7 +21,7 @@ from safetensors.torch import safe_open, save_file
 
 from iclbench.evaluate import load_prompts, make_prompts, save_prompts
 from iclbench.model import Decoder, ModelSpec, load_model
-from iclbench.quant import is_int8
+from iclbench.variants.int8 import is_int8
 from iclbench.results import ICL_ERRORS, read_parquet, tidy, write_parquet
 from iclbench.tasks import build_task
 from iclbench.variants import get_variant

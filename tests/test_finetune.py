@@ -11,7 +11,7 @@ import torch
 from iclbench.jobs import CONVERSION, CURVE_SEED, finetune_model
 from iclbench.evaluate import make_prompts
 from iclbench.model import Decoder, ModelSpec, load_model, save_model
-from iclbench.quant import is_int8
+from iclbench.variants.int8 import is_int8
 from iclbench.results import read_parquet
 from iclbench.seeding import generator
 from iclbench.tasks import build_task

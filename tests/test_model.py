@@ -257,7 +257,7 @@ def test_every_inference_model_runs_the_fast_path(mode: str, variant: str, tmp_p
     """Evaluation's models (trained and fine-tuned: for_inference after load_model; swapped:
     swap), the model a conversion scores while it fine-tunes (convert), and profiling's
     (build_model): CPU inference blocks, or int8 ones for int8's inference models."""
-    from iclbench.quant import Int8Block
+    from iclbench.kernels.int8 import Int8Block
     from iclbench.profiling import build_model
     from iclbench.variants import get_variant
 

@@ -1,4 +1,5 @@
-"""int8: Q8BERT fake quantization, conversion to real int8 kernels, storage (iclbench.quant)."""
+"""int8: Q8BERT fake quantization, conversion to real int8 kernels, storage (iclbench.variants.int8,
+iclbench.kernels.int8)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,17 @@ import pytest
 import torch
 
 from iclbench.model import Decoder, ModelSpec, load_model, save_model
-from iclbench.quant import (
+from iclbench.kernels.int8 import (
     Int8Block,
     Int8Linear,
-    QATLinear,
-    QuantOptions,
     check_kernel_exact,
-    fake_quantize,
     is_int8,
     kernel_engine,
     kernels,
     quantize_u8,
-    to_int8,
 )
 from iclbench.variants import get_variant
+from iclbench.variants.int8 import QATLinear, QuantOptions, fake_quantize, to_int8
 
 SPEC = ModelSpec(n_dims=5, n_positions=22, n_embd=32, n_layer=2, n_head=2)
 OPTIONS = {"weight_bits": 7, "activation_bits": 8, "ema_decay": 0.9, "start_step": 0}

@@ -250,13 +250,11 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
     for name, opts in cfg.variants.items():
         _wrap(lambda: get_variant(name).check_options(opts, model.n_head, head_dim),
               f"variants.{name}", meta=True)
-    start = cfg.variants.get("int8", {}).get("start_step", 0)
-    for name in cfg.tasks:
+    for name in cfg.tasks:  # what each variant needs of its task's steps (int8: start_step)
         steps = int(task_train(raw, name)["steps"])
         key = f"tasks.{name}.train.steps" if "steps" in cfg.tasks[name].train else "train.steps"
-        if "int8" in task_variants(raw, name) and start >= steps:
-            raise ConfigError(f"variants.int8.start_step ({start}) must be below {key} "
-                              f"({steps}): the model would never train quantized")
+        for variant in task_variants(raw, name):
+            _check_steps(variant, cfg.variants[variant], steps, f"variants.{variant}", key)
     if cfg.swapped and not any("softmax" in task_variants(raw, t) for t in cfg.tasks):
         raise ConfigError("swapped: needs softmax trained on some task (swaps go into "
                           "softmax models)")
@@ -325,13 +323,23 @@ def _check_finetune(raw: Mapping[str, Any], n_head: int, head_dim: int) -> None:
         if train["checkpoint_every"] % train["log_every"]:
             raise ConfigError(f"finetune.checkpoint_every ({train['checkpoint_every']}) must be a "
                               f"multiple of the log_every ({train['log_every']}) of task {task}")
-        start = int(_options(finetuned.get("int8")).get("start_step", 0))
-        if "int8" in finetuned and start >= int(train["steps"]):
-            raise ConfigError(f"finetuned.int8.start_step ({start}) must be below the "
-                              f"conversion's steps ({train['steps']})")
+        for name, opts in finetuned.items():
+            _check_steps(name, _options(opts), int(train["steps"]), f"finetuned.{name}",
+                         "the conversion's steps")
     if int(ft["curve_every"]) % int(finetune_train(raw, finetune_tasks(raw)[0])["log_every"]):
         raise ConfigError(f"finetune.curve_every ({ft['curve_every']}) must be a multiple of "
                           "log_every (the curve is scored when a log row is written)")
+
+
+def _check_steps(variant: str, options: Mapping[str, Any], steps: int, where: str,
+                 steps_key: str) -> None:
+    """The variant's own rule on the steps it trains (:meth:`Variant.check_steps`)."""
+    from iclbench.variants import get_variant
+
+    try:
+        get_variant(variant).check_steps(options, steps, where, steps_key)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_train(train: TrainConfig, n_dims: int, where: str) -> None:

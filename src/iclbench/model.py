@@ -7,7 +7,8 @@ predicts ``y_i`` from the prefix ending at ``x_i``. How queries meet keys is a p
 :class:`~iclbench.attention.Attention` from the registry.
 
 The blocks are the textbook ones; CPU inference runs them through fused kernels that the
-variants' inference hooks put in (:mod:`iclbench.kernels`).
+variants' inference hooks put in (:mod:`iclbench.kernels`). Files: :func:`save_model`,
+:func:`load_model` (checks in :mod:`iclbench.model_files`).
 
 Vector outputs (``ModelSpec.n_out = m > 1``, tasks with ``vector_output``): the y token is
 ``[y_i, 0, ..., 0]`` with the m coordinates of ``y_i`` first (so ``m <= d``), and the read-out is
@@ -17,20 +18,20 @@ is what it was before vector outputs existed.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import safe_open, save_file
+from safetensors.torch import safe_open
 from torch import Tensor, nn
 
 from iclbench.attention import build_attention
 from iclbench.attention.base import Attention
+from iclbench import model_files as files
 
 
 @dataclass(frozen=True)
@@ -197,170 +198,52 @@ class Decoder(nn.Module):
         return out.squeeze(-1) if self.spec.n_out == 1 else out
 
 
-def save_model(model: Decoder, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
-    """Write the weights with safetensors (atomically); the spec travels in the metadata."""
-    from iclbench.results import write_with
+class FloatFormat(files.ModelFormat):
+    """The float decoder's files (no format record), as :func:`save_model` writes them."""
 
-    # one metadata key: safetensors writes metadata in hash order, so several keys are not
-    # byte-stable across processes
+    def skeleton(self, spec: ModelSpec, options: Any) -> Decoder:
+        return Decoder(spec)
+
+    def load(self, spec: ModelSpec, options: Any, state: Mapping[str, Tensor],
+             device: torch.device | str) -> Decoder:
+        model = Decoder(spec)
+        model.load_state_dict(dict(state))
+        return model.to(device).eval()
+
+
+FLOAT = FloatFormat()
+
+
+def save_model(model: Decoder, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
+    """Write the weights with safetensors (atomically); the spec travels in the metadata (and a
+    format record, such as int8's options, in ``metadata``)."""
     info = {"spec": model.spec.to_dict(), **dict(metadata or {})}
-    meta = {"iclbench": json.dumps(info, sort_keys=True)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)
-
-
-#: safetensors' names of torch dtypes, as a file's header gives them
-_SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-    torch.uint8: "U8", torch.bool: "BOOL",
-}
-#: the spec's sizes, which a file's metadata must give as positive integers
-_SPEC_SIZES = ("n_dims", "n_positions", "n_embd", "n_layer", "n_head")
-
-Header = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, safetensors dtype)
+    files.write_model(model.state_dict(), info, path)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> Decoder:
-    """Rebuild a :class:`Decoder` from a safetensors file (no pickle); raises naming the file.
-
-    Before anything is built, the metadata's spec (and int8 options) must be of the form
-    :func:`save_model` (:func:`iclbench.quant.save_int8`) writes, and the file's tensors, read
-    from its header, must be exactly those of the model the spec describes, with their shapes and
-    dtypes (compared against that model built on the ``meta`` device, which allocates nothing;
-    its sizes are first checked against the file's own read-in, position table and blocks, so a
-    spec claiming a huge model fails there). Float tensors must be finite. Any of these wrong, or
-    an unreadable file, raises ValueError ``"<path>: not a valid model file (<what>)"``.
-    """
+    """Rebuild a model from a safetensors file (no pickle): the float :class:`Decoder`, or the
+    format its metadata records (:data:`iclbench.model_files.MODEL_FORMATS`). Metadata, sizes,
+    tensor names, shapes, dtypes and values are checked before and as anything is built
+    (:mod:`iclbench.model_files`); anything wrong, or an unreadable file, raises ValueError
+    ``"<path>: not a valid model file (<what>)"``."""
 
     def bad(what: str) -> ValueError:
         return ValueError(f"{path}: not a valid model file ({what})")
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            info = _model_info(f.metadata(), bad)
-            spec = _spec_from_info(info, bad)
-            int8 = None
-            if "int8" in info:  # an int8 model (iclbench.quant.save_int8)
-                from iclbench.quant import int8_options
-
-                try:
-                    int8 = int8_options(info["int8"])
-                except ValueError as err:
-                    raise bad(f"metadata int8 options: {err}") from None
-            header: Header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
-                              for k in f.keys()}
-            _check_tensors(header, _expected_tensors(spec, int8, header, bad), bad)
+            info = files.read_info(f.metadata(), bad)
+            spec = files.read_spec(info, ModelSpec, bad)
+            fmt, options = files.read_format(info, FLOAT, bad)
+            header = files.read_header(f)
+            files.check_tensors(header, files.expected_tensors(fmt, spec, options, header, bad),
+                                bad)
             state = {k: f.get_tensor(k) for k in header}
     except (SafetensorError, OSError) as err:
         raise bad(str(err)) from None
-    for name, t in state.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise bad(f"tensor {name!r} holds NaN or infinite values")
+    files.check_values(state, fmt, bad)
     try:
-        if int8 is not None:
-            from iclbench.quant import int8_scale_problems, load_int8
-
-            problems = int8_scale_problems(state)
-            if problems:
-                raise bad("; ".join(problems))
-            return load_int8(spec, int8, state, device)
-        model = Decoder(spec)
-        model.load_state_dict(state)
+        return fmt.load(spec, options, state, device)  # type: ignore[return-value]
     except (KeyError, TypeError, RuntimeError) as err:  # not expected after the checks above
         raise bad(str(err)) from None
-    return model.to(device).eval()
-
-
-def _model_info(metadata: Mapping[str, str] | None, bad: Any) -> dict[str, Any]:
-    """The ``iclbench`` metadata object of a model file."""
-    if not metadata or "iclbench" not in metadata:
-        raise bad("metadata lacks the 'iclbench' key")
-    try:
-        info = json.loads(metadata["iclbench"])
-    except ValueError as err:
-        raise bad(f"metadata 'iclbench' is not JSON: {err}") from None
-    if not isinstance(info, dict):
-        raise bad(f"metadata 'iclbench' is a {type(info).__name__}, not an object")
-    return info
-
-
-def _spec_from_info(info: Mapping[str, Any], bad: Any) -> ModelSpec:
-    """The :class:`ModelSpec` of a file's metadata, its values' types checked (no model built)."""
-    raw = info.get("spec")
-    if not isinstance(raw, dict):
-        raise bad("metadata lacks the model's spec" if raw is None
-                  else f"metadata spec is a {type(raw).__name__}, not an object")
-    known = {f.name for f in fields(ModelSpec)}
-    unknown = sorted(set(raw) - known)
-    missing = [k for k in _SPEC_SIZES if k not in raw]
-    if unknown or missing:
-        raise bad("metadata spec" + (f" lacks {missing}" if missing else "")
-                  + (f" has unknown key(s) {unknown}" if unknown else ""))
-    for key in (*_SPEC_SIZES, "n_out"):
-        value = raw.get(key, 1)
-        if type(value) is not int or value < 1:
-            raise bad(f"metadata spec {key} must be a positive integer, got {value!r}")
-    if not isinstance(raw.get("attention", ""), str):
-        raise bad(f"metadata spec attention must be a string, got {raw['attention']!r}")
-    if not isinstance(raw.get("attention_options", {}), dict):
-        raise bad(f"metadata spec attention_options must be an object, got "
-                  f"{raw['attention_options']!r}")
-    try:
-        return ModelSpec(**raw)
-    except ValueError as err:
-        raise bad(f"metadata spec: {err}") from None
-
-
-def _expected_tensors(spec: ModelSpec, int8: Any, header: Header, bad: Any) -> Header:
-    """Names, shapes and dtypes of the state dict of the model ``spec`` (and ``int8``, the
-    int8 options, or None) describes, from that model built on the meta device. Its sizes are
-    first checked against the tensors that carry them in ``header``, so the spec of a corrupt
-    file never builds (or loops over) more than the file holds."""
-    from_spec = f"(n_dims={spec.n_dims}, n_positions={spec.n_positions}, n_embd={spec.n_embd})"
-    for name, want in (("read_in.weight", (spec.n_embd, spec.n_dims)),
-                       ("wpe.weight", (spec.n_positions, spec.n_embd))):
-        if name not in header:
-            raise bad(f"tensor {name!r} is missing")
-        if header[name][0] != want:
-            raise bad(f"tensor {name!r} has shape {header[name][0]}, the spec in its metadata "
-                      f"{from_spec} needs {want}")
-    blocks = {k.split(".")[1] for k in header if k.startswith("blocks.")}
-    if len(blocks) != spec.n_layer:
-        raise bad(f"the file holds {len(blocks)} blocks, the spec in its metadata has "
-                  f"n_layer={spec.n_layer}")
-    try:
-        with torch.device("meta"):
-            if int8 is not None:
-                from iclbench.quant import int8_skeleton
-
-                model = int8_skeleton(spec, int8)
-            else:
-                model = Decoder(spec)
-    except (ValueError, KeyError, TypeError, RuntimeError) as err:  # attention name or options
-        raise bad(f"the spec in its metadata does not build a model: {err}") from None
-    return {k: (tuple(v.shape), _SAFETENSORS_DTYPES.get(v.dtype, str(v.dtype)))
-            for k, v in model.state_dict().items()}
-
-
-def _check_tensors(header: Header, expected: Header, bad: Any) -> None:
-    """The file's tensors must be exactly the expected ones, with their shapes and dtypes."""
-
-    def few(items: list[str]) -> str:
-        return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
-
-    missing = [k for k in expected if k not in header]
-    extra = [k for k in header if k not in expected]
-    if missing or extra:
-        raise bad("tensors do not match the spec in its metadata:"
-                  + (f" missing {few(missing)}" if missing else "")
-                  + (";" if missing and extra else "")
-                  + (f" unexpected {few(extra)}" if extra else ""))
-    shapes = [f"{k} {header[k][0]} (expected {v[0]})" for k, v in expected.items()
-              if header[k][0] != v[0]]
-    if shapes:
-        raise bad(f"tensor shapes do not match the spec in its metadata: {few(shapes)}")
-    dtypes = [f"{k} {header[k][1]} (expected {v[1]})" for k, v in expected.items()
-              if header[k][1] != v[1]]
-    if dtypes:
-        raise bad(f"wrong tensor dtypes: {few(dtypes)}")

@@ -1,43 +1,32 @@
-"""int8: Q8BERT quantization-aware training and real int8 inference (Zafrir et al. 2019, section 2).
+"""int8 inference: int8 layers and blocks and the CPU kernels that run them.
 
-**Training (fake quantization).** Every ``nn.Linear`` of the decoder (read-in, attention ``c_attn``
-and ``c_proj``, both MLP layers, read-out) quantizes its weight and its input, and the position
-embedding quantizes its table, with the symmetric linear scheme of Q8BERT eq. (1)::
+The int8 variant (:mod:`iclbench.variants.int8`) converts a model to these modules at inference;
+its quantization-aware training simulates the integer grid defined here (:func:`fake_quantize`),
+so the integers the kernels multiply are the ones training used.
 
-    Quantize(x, S_x, M) = clamp(round(x * S_x), -M, M),   M = 2^(bits-1) - 1,
-    fake(x) = Quantize(x, S_x, M) / S_x,
-
-where ``S_W = M / max|W|`` per tensor for weights and ``S_x = M / EMA(max|x|)`` for inputs (the EMA
-of the per-batch ``max|x|`` is updated in every training forward with decay ``ema_decay``). The
-gradient is straight-through (``d fake(x)/dx = 1`` inside ``[-M, M] / S_x``, 0 where x is clipped);
-the scales get no gradient. LayerNorm, softmax, GELU and the attention matmuls stay float32.
-Quantization starts after ``start_step`` training forwards (each quantized module counts them in a
-``steps`` buffer); the EMA is tracked from the first forward so the scale is warm when it starts.
-
-**Inference (real int8).** :func:`to_int8` replaces each linear layer by :class:`Int8Linear`: an
-int8 weight with its per-tensor scale, run by the x86/fbgemm kernel
-``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` (float32 in; the input is quantized
-inside the kernel with a *static* scale; int8 x uint8 products with int32 accumulation; float32 out
-with the bias). The trained (QAT) model uses the static scales it learned (``EMA(max|x|) / M``); the
-swap form (post-training quantization of a softmax model, which has no learned scales) uses a
+**Layers.** :class:`Int8Linear` holds an int8 weight with its per-tensor scale and runs the
+x86/fbgemm kernel ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` (float32 in; the
+input is quantized inside the kernel with a *static* scale; int8 x uint8 products with int32
+accumulation; float32 out with the bias). A QAT model's layers use the static scales it learned
+(``EMA(max|x|) / M``); a float model's (post-training quantization, no learned scales) use a
 *dynamic per-token* scale ``max|x_t| / M`` for each row: rows are divided by their own max before
 the kernel and multiplied back after, which keeps the model causal and each prompt's prediction
 independent of the rest of the batch (PyTorch's ``quantize_dynamic`` uses one scale per tensor,
-which would let later tokens change earlier predictions).
+which would let later tokens change earlier predictions). :class:`Int8Embedding` is the position
+table in int8.
 
-**The QAT model's blocks (oneDNN, fused).** :func:`to_int8` also makes every decoder block an
-:class:`Int8Block`. Where all four of its linear layers have static scales (the QAT model) and the
-CPU has oneDNN, the block quantizes each layer's input once (:func:`quantize_u8`) and runs
-``onednn::qlinear_pointwise``, the maintained int8 kernel behind PyTorch's x86 inductor
-quantization flow (plain uint8/int8 tensors, no quantized-tensor API): the first MLP layer's
-kernel applies GELU (exact, float) and writes its output already quantized to uint8 with the
-second layer's input scale, and both residual adds happen in the kernels of ``c_proj`` and the
-second MLP layer. The integers are those fake quantization trained with; the block's output equals
-the per-layer kernels' to float rounding. Default model, batch 64, 2 threads (AVX-512 with VNNI):
+**Blocks (oneDNN, fused).** :class:`Int8Block` is a decoder block of int8 layers. Where all four
+of its linear layers have static scales (the QAT model) and the CPU has oneDNN, it quantizes each
+layer's input once (:func:`quantize_u8`) and runs ``onednn::qlinear_pointwise``, the maintained
+int8 kernel behind PyTorch's x86 inductor quantization flow (plain uint8/int8 tensors, no
+quantized-tensor API): the first MLP layer's kernel applies GELU (exact, float) and writes its
+output already quantized to uint8 with the second layer's input scale, and both residual adds
+happen in the kernels of ``c_proj`` and the second MLP layer. The block's output equals the
+per-layer kernels' to float rounding. Default model, batch 64, 2 threads (AVX-512 with VNNI):
 1.2-1.4x float32's speed where fbgemm per layer gave 1.1-1.3x, against float32 blocks on MKL;
-1.0-1.3x against float32 blocks on oneDNN's float linear layer (:mod:`iclbench.kernels.cpu`),
-what CPU inference runs since 2026-12-02 (``benchmarks/int8_speed.py``, README).
-The read-in and read-out (5 and 1 features) and the swap form's dynamic layers keep fbgemm.
+1.0-1.3x against float32 blocks on oneDNN's float linear layer (:mod:`iclbench.kernels.cpu`,
+what CPU inference runs since 2026-12-02; ``benchmarks/int8_speed.py``, README). The read-in and
+read-out (5 and 1 features) and the dynamic layers keep fbgemm.
 
 **Why these kernels (torch 2.13).** ``torch.ao.quantization`` (``quantize_dynamic`` etc.) is
 deprecated in favour of torchao and creating quantized tensors warns the same; the aten kernels
@@ -60,66 +49,25 @@ int16 and saturates when
 such CPUs the weights must use 7 bits (``2 * 255 * 63 = 32130``) or the activations 7 bits (what
 PyTorch's x86 qconfig does, ``reduce_range``). :func:`check_kernel_exact` enforces it; the configs
 use 7-bit weights and 8-bit activations (int8 storage and kernels either way).
-
-**Storage.** :func:`save_int8` writes int8 weights, float32 scales, biases and LayerNorm parameters
-with safetensors (no pickle); the file is about 4x smaller than float32. :func:`load_int8` rebuilds
-the int8 model; :func:`iclbench.model.load_model` dispatches to it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import warnings
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from iclbench.kernels.cpu import fast_inference, onednn_ops, residual_forward
-from iclbench.model import Block, Decoder, ModelSpec
-from iclbench.variants import EXTRA_VARIANTS, Variant
+from iclbench.kernels.cpu import onednn_ops, residual_forward
+from iclbench.model import Block
 
 log = logging.getLogger(__name__)
 
 _TINY = 1e-12  # smallest scale; keeps an all-zero tensor from dividing by zero
-
-
-@dataclass(frozen=True)
-class QuantOptions:
-    """The int8 variant's options (``variants: {int8: {...}}`` and ``swapped: {int8: {...}}``)."""
-
-    weight_bits: int = 8
-    activation_bits: int = 8
-    ema_decay: float = 0.9999
-    start_step: int = 0
-
-    def __post_init__(self) -> None:
-        for key in ("weight_bits", "activation_bits"):
-            bits = getattr(self, key)
-            if not isinstance(bits, int) or not 2 <= bits <= 8:
-                raise ValueError(f"{key} must be an integer in 2..8 (stored as int8), got {bits!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if not isinstance(self.start_step, int) or self.start_step < 0:
-            raise ValueError(f"start_step must be a non-negative integer, got {self.start_step!r}")
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> QuantOptions:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown}; known are: {', '.join(sorted(known))}")
-        missing = sorted(known - set(options))
-        if missing:
-            raise ValueError(f"missing option(s) {missing}; every option must be stated")
-        return cls(**dict(options))
 
 
 def qmax(bits: int) -> int:
@@ -132,122 +80,13 @@ def fake_quantize(x: Tensor, absmax: Tensor, bits: int) -> Tensor:
 
     ``absmax`` is a 0-d tensor (no gradient flows to it). Straight-through gradient: 1 where x is
     inside ``[-absmax, absmax]`` (up to half a step), 0 where it is clipped. Rounding is half to
-    even, as in the int8 kernels. Same shape as ``x``.
+    even, as in the int8 kernels. Same shape as ``x``. The grid of every int8 weight here, and
+    what quantization-aware training (:mod:`iclbench.variants.int8.qat`) trains through.
     """
     m = qmax(bits)
     step = (absmax.detach().float() / m).clamp_min(_TINY).reshape(())
     zero = torch.zeros((), dtype=torch.int32, device=x.device)
     return torch.fake_quantize_per_tensor_affine(x, step, zero, -m, m)
-
-
-class QATLinear(nn.Linear):
-    """``nn.Linear`` with fake-quantized weight and input (same parameters, two more buffers).
-
-    Buffers: ``input_absmax`` (EMA of max|x| over training batches) and ``steps`` (training
-    forwards seen). Input (..., in_features) -> output (..., out_features).
-    """
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, opts: QuantOptions) -> None:
-        super().__init__(in_features, out_features, bias)
-        self.opts = opts
-        self.register_buffer("input_absmax", torch.zeros(()))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self._steps = 0  # host copy of ``steps``: no device sync per forward on CUDA
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, opts: QuantOptions) -> QATLinear:
-        new = cls(linear.in_features, linear.out_features, linear.bias is not None, opts)
-        new.to(linear.weight.device)
-        new.weight, new.bias = linear.weight, linear.bias  # keep the parameters (and their init)
-        return new
-
-    @property
-    def quantizing(self) -> bool:
-        return self._steps > self.opts.start_step
-
-    def _load_from_state_dict(self, state: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(state, prefix, *args, **kwargs)
-        self._steps = int(self.steps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.training:
-            with torch.no_grad():
-                self.steps += 1
-                self._steps += 1
-                batch_max = x.detach().abs().max().float()
-                if self._steps == 1:
-                    self.input_absmax.copy_(batch_max)
-                    absmax = self.input_absmax.clone()
-                else:
-                    # quantize with the EMA of earlier batches, then fold this batch in, so a
-                    # token's scale never depends on the tokens of the current forward
-                    absmax = self.input_absmax.clone()
-                    self.input_absmax.mul_(self.opts.ema_decay).add_(
-                        (1.0 - self.opts.ema_decay) * batch_max)
-        else:
-            absmax = self.input_absmax
-        if not self.quantizing:
-            return F.linear(x, self.weight, self.bias)
-        w = fake_quantize(self.weight, self.weight.detach().abs().max(), self.opts.weight_bits)
-        return F.linear(fake_quantize(x, absmax, self.opts.activation_bits), w, self.bias)
-
-
-class QATEmbedding(nn.Embedding):
-    """``nn.Embedding`` whose table is fake-quantized like a weight (Q8BERT quantizes embeddings)."""
-
-    def __init__(self, num: int, dim: int, opts: QuantOptions) -> None:
-        super().__init__(num, dim)
-        self.opts = opts
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self._steps = 0
-
-    def _load_from_state_dict(self, state: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(state, prefix, *args, **kwargs)
-        self._steps = int(self.steps)
-
-    @classmethod
-    def from_embedding(cls, emb: nn.Embedding, opts: QuantOptions) -> QATEmbedding:
-        new = cls(emb.num_embeddings, emb.embedding_dim, opts)
-        new.to(emb.weight.device)
-        new.weight = emb.weight
-        return new
-
-    def forward(self, idx: Tensor) -> Tensor:
-        if self.training:
-            self.steps += 1
-            self._steps += 1
-        if self._steps <= self.opts.start_step:
-            return super().forward(idx)
-        w = fake_quantize(self.weight, self.weight.detach().abs().max(), self.opts.weight_bits)
-        return F.embedding(idx, w)
-
-
-def _replace_modules(model: nn.Module, fn: Any) -> None:
-    """Replace every child ``c`` of ``model`` (recursively) by ``fn(c)`` where that is not None."""
-    for name, child in list(model.named_children()):
-        new = fn(child)
-        if new is not None:
-            setattr(model, name, new)
-        else:
-            _replace_modules(child, fn)
-
-
-def prepare_qat(model: Decoder, opts: QuantOptions) -> Decoder:
-    """Insert fake quantization into a float decoder, in place (before the optimiser is built)."""
-
-    def swap(m: nn.Module) -> nn.Module | None:
-        if type(m) is nn.Linear:
-            return QATLinear.from_linear(m, opts)
-        if type(m) is nn.Embedding:
-            return QATEmbedding.from_embedding(m, opts)
-        return None
-
-    _replace_modules(model, swap)
-    return model
-
-
-# ---------------------------------------------------------------------------------------------
-# real int8 inference
 
 
 def kernel_engine() -> str:
@@ -311,8 +150,9 @@ def _prepack(weight_q: Tensor, step: Tensor, bias: Tensor | None) -> Any:
         qw = torch._make_per_tensor_quantized_tensor(weight_q.cpu(), float(step), 0)
         packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.cpu())
     for w in caught:
-        _log_once("prepack", "int8 weight packing: %s (%s); see iclbench.quant's docstring for "
-                  "why this kernel", w.category.__name__, str(w.message).splitlines()[0])
+        _log_once("prepack", "int8 weight packing: %s (%s); see iclbench.kernels.int8's "
+                  "docstring for why this kernel", w.category.__name__,
+                  str(w.message).splitlines()[0])
     return packed
 
 
@@ -526,148 +366,11 @@ def is_int8(model: nn.Module) -> bool:
     return any(isinstance(m, Int8Linear) for m in model.modules())
 
 
-def to_int8(model: Decoder, opts: QuantOptions) -> Decoder:
-    """Convert a QAT model (static scales it learned) or a float model (PTQ: dynamic per-token
-    input scales) to real int8 layers, in place; returns it in eval mode."""
-    check_kernel_exact(opts.weight_bits, opts.activation_bits)
-
-    def swap(m: nn.Module) -> nn.Module | None:
-        if isinstance(m, QATLinear):
-            if not m.quantizing:
-                log.warning("int8: converting a layer that never quantized (steps %d <= "
-                            "start_step %d)", int(m.steps), opts.start_step)
-            return Int8Linear.from_float(m.weight, m.bias, opts.weight_bits,
-                                         opts.activation_bits, m.input_absmax)
-        if type(m) is nn.Linear:
-            return Int8Linear.from_float(m.weight, m.bias, opts.weight_bits,
-                                         opts.activation_bits, None)
-        if isinstance(m, nn.Embedding):
-            return Int8Embedding.from_float(m.weight, opts.weight_bits)
-        return None
-
-    with torch.no_grad():
-        _replace_modules(model, swap)
-    _int8_blocks(model)
-    log.info("int8 model: %d linear layers, %s activation scales; on CPU: %s",
-             sum(isinstance(m, Int8Linear) for m in model.modules()),
-             "dynamic per-token" if any(m.dynamic for m in model.modules()
-                                        if isinstance(m, Int8Linear)) else "static",
-             kernels(model))
-    return model.eval()
-
-
-def _int8_blocks(model: Decoder) -> None:
-    """Every :class:`Block` of ``model`` (also a :class:`~iclbench.kernels.cpu.CpuBlock`) as an
-    :class:`Int8Block` (same submodules), in place."""
+def int8_blocks(model: nn.Module) -> None:
+    """Every :class:`~iclbench.model.Block` of ``model`` (a decoder; also a
+    :class:`~iclbench.kernels.cpu.CpuBlock`) as an :class:`Int8Block` (same submodules), in
+    place."""
     model.blocks = nn.ModuleList(Int8Block(b) if isinstance(b, Block) else b
                                  for b in model.blocks)
 
 
-def save_int8(model: Decoder, path: str | Path, opts: QuantOptions,
-              metadata: Mapping[str, str] | None = None) -> None:
-    """Write an int8 decoder: int8 weights, float32 scales/biases/LayerNorms (safetensors)."""
-    from iclbench.results import write_with
-
-    if not is_int8(model):
-        raise ValueError(f"{path}: save_int8 needs a model converted with to_int8")
-    spec = model.spec
-    info = {"spec": spec.to_dict(), "int8": asdict(opts), **dict(metadata or {})}
-    meta = {"iclbench": json.dumps(info, sort_keys=True)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_with(lambda tmp: save_file(tensors, str(tmp), metadata=meta), path)
-
-
-def load_int8(spec: ModelSpec, opts: Mapping[str, Any] | QuantOptions,
-              state: Mapping[str, Tensor], device: torch.device | str = "cpu") -> Decoder:
-    """Rebuild an int8 decoder from the tensors :func:`save_int8` wrote (strict keys).
-    :func:`iclbench.model.load_model` checks a file's tensors against :func:`int8_skeleton` and
-    its options with :func:`int8_options` before it calls this."""
-    qopts = opts if isinstance(opts, QuantOptions) else QuantOptions(**dict(opts))
-    model = int8_skeleton(spec, qopts)
-    model.load_state_dict(dict(state), strict=True)
-    return model.to(device).eval()
-
-
-def int8_skeleton(spec: ModelSpec, opts: QuantOptions) -> Decoder:
-    """The int8 decoder of ``spec`` with placeholder int8 weights and scales: the modules, names,
-    shapes and dtypes :func:`save_int8` writes (built under ``torch.device("meta")`` it allocates
-    nothing)."""
-    model = Decoder(spec)
-
-    def skeleton(m: nn.Module) -> nn.Module | None:
-        if type(m) is nn.Linear:
-            return Int8Linear(m.in_features, m.out_features, opts.activation_bits)
-        if type(m) is nn.Embedding:
-            return Int8Embedding(m.num_embeddings, m.embedding_dim)
-        return None
-
-    _replace_modules(model, skeleton)
-    _int8_blocks(model)
-    return model
-
-
-def int8_options(raw: Any) -> QuantOptions:
-    """The options an int8 file's metadata records (:func:`save_int8` writes every field); raises
-    ValueError saying what is wrong where they are not an object of every field with its type."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"expected an object, got {str(raw)[:100]}")
-    fields = asdict(QuantOptions())
-    unknown, missing = sorted(set(raw) - set(fields)), sorted(set(fields) - set(raw))
-    if unknown or missing:
-        raise ValueError((f"missing {missing} " if missing else "")
-                         + (f"unknown {unknown}" if unknown else ""))
-    for key, default in fields.items():
-        value = raw[key]
-        ok = (type(value) is int if isinstance(default, int)
-              else isinstance(value, (int, float)) and not isinstance(value, bool))
-        if not ok:
-            raise ValueError(f"{key} must be {type(default).__name__}, got {value!r}")
-    return QuantOptions(**raw)
-
-
-def int8_scale_problems(state: Mapping[str, Tensor]) -> list[str]:
-    """Scales in an int8 state dict that :func:`save_int8` never writes (finite values assumed):
-    a weight step at or below 0, a negative input step (0 means dynamic per-token steps)."""
-    problems = []
-    for name, t in state.items():
-        if name.endswith("weight_scale") and not bool((t > 0).all()):
-            problems.append(f"{name} must be positive, got {t.tolist()}")
-        elif name.endswith("input_scale") and not bool((t >= 0).all()):
-            problems.append(f"{name} must be non-negative, got {t.tolist()}")
-    return problems
-
-
-class Int8Variant(Variant):
-    """``int8``: trained = Q8BERT QAT then int8 kernels; swapped = post-training int8."""
-
-    options = {"weight_bits": 7, "activation_bits": 8, "ema_decay": 0.9999, "start_step": 0}
-
-    def check_options(self, options: Mapping[str, Any], n_head: int, head_dim: int) -> None:
-        opts = QuantOptions.from_options(options)
-        check_kernel_exact(opts.weight_bits, opts.activation_bits)
-
-    def model_spec(self, base: ModelSpec, options: Mapping[str, Any]) -> ModelSpec:
-        return replace(base, attention="softmax", attention_options={})
-
-    def prepare_training(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
-        return prepare_qat(model, QuantOptions.from_options(options))
-
-    def for_inference(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
-        if is_int8(model):  # the file holds the int8 model already
-            return model
-        return to_int8(model, QuantOptions.from_options(options))
-
-    def swap(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
-        return to_int8(model, QuantOptions.from_options(options))
-
-    def convert(self, model: Decoder, options: Mapping[str, Any]) -> nn.Module:
-        """Q8BERT's own procedure: quantization-aware fine-tuning of the trained float model."""
-        return fast_inference(self.prepare_training(model, options))
-
-    def save(self, model: nn.Module, path: str | Path, options: Mapping[str, Any],
-             metadata: Mapping[str, str] | None = None) -> None:
-        opts = QuantOptions.from_options(options)
-        save_int8(to_int8(model, opts), path, opts, metadata)  # type: ignore[arg-type]
-
-
-EXTRA_VARIANTS.register("int8")(Int8Variant("int8"))
