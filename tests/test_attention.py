@@ -52,6 +52,10 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def trained() -> Decoder:
+    return train_small_decoder()
+
+
+def train_small_decoder() -> Decoder:
     """A softmax decoder after 40 Adam steps of noiseless linear regression (d = 4, 16 points)."""
     spec = ModelSpec(n_dims=4, n_positions=64, n_embd=32, n_layer=2, n_head=H)
     model = Decoder(spec, generator=generator(0, "trained"))
@@ -110,11 +114,24 @@ def assert_causal(core: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: to
 @pytest.mark.parametrize("T", LENGTHS)
 @pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
 def test_no_future_leak_random(name: str, opts: dict[str, Any], T: int) -> None:
+    check_no_future_leak_random(name, opts, T)
+
+
+# The contract every registered attention meets: the tests parametrized over the registry above
+# and below call these, and so can a test that registers a variant of its own
+# (tests/test_architecture.py).
+
+
+def check_no_future_leak_random(name: str, opts: dict[str, Any], T: int) -> None:
     assert_causal(build_attention(name, H, HS, opts), *qkv(T))
 
 
 @pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
 def test_no_future_leak_trained_model(name: str, opts: dict[str, Any], trained: Decoder) -> None:
+    check_no_future_leak_trained_model(name, opts, trained)
+
+
+def check_no_future_leak_trained_model(name: str, opts: dict[str, Any], trained: Decoder) -> None:
     """With a trained decoder's weights: its own q, k, v, and the whole model with the variant in
     (changing y_t and every token after x_t leaves the predictions up to x_t unchanged)."""
     core = build_attention(name, H, 32 // H, opts)
@@ -138,6 +155,11 @@ def test_no_future_leak_trained_model(name: str, opts: dict[str, Any], trained: 
 @pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
 def test_shape_dtype_backward_determinism(name: str, opts: dict[str, Any],
                                           dtype: torch.dtype) -> None:
+    check_shape_dtype_backward_determinism(name, opts, dtype)
+
+
+def check_shape_dtype_backward_determinism(name: str, opts: dict[str, Any],
+                                           dtype: torch.dtype) -> None:
     core = build_attention(name, H, HS, opts).to(dtype)
     q, k, v = (t.requires_grad_() for t in qkv(13, dtype=dtype))
     out = core(q, k, v)
@@ -541,6 +563,10 @@ def test_combiner_copies_only_the_partial_block() -> None:
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_qk_norm_is_an_option_of_every_variant(name: str) -> None:
+    check_qk_norm(name)
+
+
+def check_qk_norm(name: str) -> None:
     """qk_norm: LayerNorm of each head's q and k over hs times a learned per-head scale (1 at
     initialisation), applied by the model for every variant; causal, saved with the model, and
     a swap keeps it with its learned scales."""
