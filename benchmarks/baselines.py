@@ -30,6 +30,7 @@ from iclbench.evaluate import evaluate, make_prompts, model_predictor
 from iclbench.model import Decoder, ModelSpec
 from iclbench.ood import IN_DISTRIBUTION, build_transform
 from iclbench.tasks import build_task
+from iclbench.kernels.cpu import fast_inference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,7 @@ def main() -> None:
               f" sampled in {time.perf_counter() - start:.2f} s")
         spec = ModelSpec(cfg.n_dims, 2 * task_cfg.n_points, cfg.model.n_embd, cfg.model.n_layer,
                          cfg.model.n_head)
-        model = Decoder(spec).eval()
+        model = fast_inference(Decoder(spec).eval())
         start = time.perf_counter()
         for f in files:
             evaluate(model_predictor(model, torch.device("cpu")), f,

@@ -41,6 +41,7 @@ from iclbench.kernels.int8 import kernel_engine, kernels
 from iclbench.variants.int8 import QuantOptions, prepare_qat, to_int8
 from iclbench.variants.int8.qat import replace_modules as _replace_modules
 from iclbench.runtime import keep_freed_memory
+from iclbench.kernels.cpu import fast_inference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +112,7 @@ def main() -> None:
     per_layer = to_int8(copy.deepcopy(qat), opts)
     for block in per_layer.blocks:
         block.use_onednn = False
-    models = {"float32": fp32, "int8 static (QAT)": to_int8(qat, opts),
+    models = {"float32": fast_inference(fp32), "int8 static (QAT)": to_int8(qat, opts),
               "int8 static, per-layer fbgemm": per_layer,
               "int8 dynamic (PTQ)": to_int8(copy.deepcopy(fp32), opts),
               "bound (float32, free linear layers)": free_linears(copy.deepcopy(fp32)),

@@ -27,6 +27,7 @@ from iclbench.evaluate import make_prompts, squared_error
 from iclbench.model import load_model
 from iclbench.tasks import build_task
 from iclbench.variants import get_variant
+from iclbench.kernels.cpu import fast_inference
 
 PROMPT_SEED = 4242
 
@@ -56,7 +57,7 @@ def measure(path: str, n_prompts: int, variants: list[str],
             landmarks: list[int] | None = None) -> pd.DataFrame:
     torch.set_num_threads(2)
     task_name, _ = model_task(path)
-    base = load_model(path)
+    base = fast_inference(load_model(path))  # as evaluation runs it
     spec = base.spec
     task = build_task(task_name, spec.n_dims, json.loads(Path(path).with_name("config.json")
                                                          .read_text())["params"]["task"]["options"])

@@ -171,13 +171,13 @@ def _quantized_linear_flop(x: torch.Tensor, packed: Any, *args: Any, out_val: An
 @flop_formula("quantized::linear_with_input_q_dq_qweight_dq_output_fp32")
 def _quantized_linear_fp32_io_flop(x: torch.Tensor, scale: Any, zero_point: Any, packed: Any,
                                    *args: Any, out_val: Any = None, **kwargs: Any) -> int:
-    # fbgemm's int8 linear with float32 in and out (iclbench.quant.Int8Linear)
+    # fbgemm's int8 linear with float32 in and out (iclbench.kernels.int8.Int8Linear)
     return _packed_linear_flops(x, packed)
 
 
 @flop_formula("onednn::qlinear_pointwise")
 def _onednn_qlinear_flop(qx: torch.Tensor, *args: Any, out_val: Any = None, **kwargs: Any) -> int:
-    # oneDNN's int8 linear layer, every overload (iclbench.quant.Int8Linear.int8_matmul): qx
+    # oneDNN's int8 linear layer, every overload (iclbench.kernels.int8.Int8Linear.int8_matmul): qx
     # (..., in) quantized input, out (..., out); fused bias, GELU and adds are not counted
     return 2 * qx.numel() * out_val.shape[-1]
 

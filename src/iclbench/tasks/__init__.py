@@ -1,7 +1,8 @@
 """Function classes for in-context learning; importing this package registers every task."""
 
-# imported for their side effect: each module registers its tasks
-from iclbench.tasks import forest, linear, mujoco_dynamics, relu_nn, tree  # noqa: F401
+import importlib
+import pkgutil
+
 from iclbench.tasks.base import (
     TASKS,
     FunctionParams,
@@ -10,5 +11,16 @@ from iclbench.tasks.base import (
     sample_inputs,
     sample_prompts,
 )
+
+
+def _import_modules() -> None:
+    """Import every public module of the package (alphabetically): importing one registers its
+    tasks, so adding one is the module plus its config entry."""
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_") and module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_modules()
 
 __all__ = ["TASKS", "FunctionParams", "Task", "build_task", "sample_inputs", "sample_prompts"]
