@@ -48,8 +48,8 @@ print("CHECKPOINT", rules.finetune_model.params.checkpoint(_wc))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("profile", "prefix"), [("default", ""),
-                                                  ("gcp", "gs://YOUR-BUCKET/iclbench/")])
+# (the local path, profile "default", is what tests/test_workflow.py's kill-and-resume uses)
+@pytest.mark.parametrize(("profile", "prefix"), [("gcp", "gs://YOUR-BUCKET/iclbench/")])
 def test_rules_put_checkpoints_under_the_default_storage_prefix(
     profile: str, prefix: str, credentials: Path, tmp_path: Path  # noqa: F811
 ) -> None:

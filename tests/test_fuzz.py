@@ -331,7 +331,7 @@ RUN_SETTINGS = dict(derandomize=True, deadline=None, database=None,
 
 
 @pytest.mark.slow
-@settings(max_examples=8, **RUN_SETTINGS)
+@settings(max_examples=5, **RUN_SETTINGS)
 @given(changes=mutations(SMALL))
 def test_accepted_configs_run_the_first_job_of_each_rule(
         tmp_path_factory: pytest.TempPathFactory, changes: list[tuple[str, Any]]) -> None:
