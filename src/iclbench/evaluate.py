@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 from torch import Tensor
 
+from iclbench.metadata import read_metadata
 from iclbench.ood import IN_DISTRIBUTION, Transform, build_transform
 from iclbench.results import ICL_ERRORS, tidy, write_with
 from iclbench.seeding import generator
@@ -135,27 +136,21 @@ def _prompt_meta(path: str | Path, metadata: Mapping[str, str] | None) -> dict[s
     """The ``iclbench`` metadata of a prompt file: task and ood (strings), levels (numbers)."""
 
     def bad(what: str) -> ValueError:
-        return ValueError(f"{path}: not a valid prompt file (metadata {what})")
+        return ValueError(f"{path}: not a valid prompt file ({what})")
 
-    if not metadata or "iclbench" not in metadata:
-        raise bad("lacks the 'iclbench' key")
-    try:
-        meta = json.loads(metadata["iclbench"])
-    except ValueError as err:
-        raise bad(f"'iclbench' is not JSON: {err}") from None
-    if not isinstance(meta, dict):
-        raise bad(f"'iclbench' is a {type(meta).__name__}, not an object")
+    meta = read_metadata(metadata, bad)
     missing = [k for k in ("task", "ood", "levels") if k not in meta]
     if missing:
-        raise bad(f"lacks key(s) {missing}")
+        raise bad(f"metadata lacks key(s) {missing}")
     for key in ("task", "ood"):
         if not isinstance(meta[key], str) or not meta[key]:
-            raise bad(f"{key} must be a non-empty string, got {meta[key]!r}")
+            raise bad(f"metadata {key} must be a non-empty string, got {meta[key]!r}")
     levels = meta["levels"]
     if (not isinstance(levels, list) or not levels
             or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
                        and np.isfinite(c) for c in levels)):
-        raise bad(f"levels must be a non-empty list of finite numbers, got {str(levels)[:200]}")
+        raise bad(f"metadata levels must be a non-empty list of finite numbers, got "
+                  f"{str(levels)[:200]}")
     return meta
 
 

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from iclbench.metadata import read_metadata
 from iclbench.registry import Registry
 
 #: safetensors' names of torch dtypes, as a file's header gives them
@@ -77,15 +78,7 @@ def write_model(state: Mapping[str, Tensor], info: Mapping[str, Any], path: str 
 
 def read_info(metadata: Mapping[str, str] | None, bad: Bad) -> dict[str, Any]:
     """The ``iclbench`` metadata object of a model file."""
-    if not metadata or "iclbench" not in metadata:
-        raise bad("metadata lacks the 'iclbench' key")
-    try:
-        info = json.loads(metadata["iclbench"])
-    except ValueError as err:
-        raise bad(f"metadata 'iclbench' is not JSON: {err}") from None
-    if not isinstance(info, dict):
-        raise bad(f"metadata 'iclbench' is a {type(info).__name__}, not an object")
-    return info
+    return read_metadata(metadata, bad)
 
 
 def read_spec(info: Mapping[str, Any], spec_class: type, bad: Bad) -> Any:
