@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from iclbench.figures._base import pyplot
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure as MplFigure
     from matplotlib.legend import Legend
@@ -115,3 +116,34 @@ def curve_colours(labels: Sequence[str], baselines: Iterable[str]) -> dict[str, 
     later = set(baselines)
     return {**palette([n for n in labels if n not in later]),
             **palette([n for n in labels if n in later], "Dark2")}
+
+
+def curve_panels(df: pd.DataFrame, x: str, width: float, height: float, markers: bool,
+                 ) -> tuple[MplFigure, list[Axes], list[tuple[str, pd.DataFrame]], list[str]]:
+    """One panel per task of ``df`` (labelled rows), each label's mean error against column ``x``
+    with its interval band: transformers solid, baselines dashed (``markers``: with points).
+    Returns the figure, its axes, each task's curves and the labels in legend order."""
+    from iclbench.figures._data import label_order
+
+    values = ["error", "error_lo", "error_hi"] + (["n_examples"] if x != "n_examples" else [])
+    curves = df.groupby(["task", "label", "kind", x], as_index=False)[values].mean()
+    tasks = list(dict.fromkeys(df["task"]))
+    baselines = set(df.loc[df["kind"] == "baseline", "label"])
+    labels = label_order(curves["label"], baselines)
+    colours = curve_colours(labels, baselines)
+    styles = (("o-", "s--"), 1.3, 0.15) if markers else (("-", "--"), 1.5, 0.2)
+    fig, axes = panels(len(tasks), width, height)
+    per_task = []
+    for ax, task in zip(axes, tasks):
+        sub = curves[curves["task"] == task]
+        per_task.append((task, sub))
+        for name in labels:
+            c = sub[sub["label"] == name].sort_values(x)
+            if c.empty:
+                continue
+            style = styles[0][0] if (c["kind"] == "transformer").all() else styles[0][1]
+            ax.plot(c[x], c["error"], style, color=colours[name], label=name, lw=styles[1],
+                    **({"ms": 3} if markers else {}))
+            ax.fill_between(c[x], c["error_lo"], c["error_hi"], color=colours[name],
+                            alpha=styles[2], lw=0)
+    return fig, list(axes), per_task, labels

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from iclbench.figures._base import figure
-from iclbench.figures._data import errors, label_order, with_labels
-from iclbench.figures._layout import curve_colours, legend_below, panels
+from iclbench.figures._data import errors, with_labels
+from iclbench.figures._layout import curve_panels, legend_below
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,24 +30,9 @@ def icl_curves(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> M
     df = df[df["ood"] == opts["ood"]]
     if df.empty:
         raise ValueError(f"figures.icl_curves: no rows with ood == {opts['ood']!r}")
-    df = with_labels(df)
-    curves = (df.groupby(["task", "label", "kind", "n_examples"], as_index=False)
-              [["error", "error_lo", "error_hi"]].mean())
-    tasks = list(dict.fromkeys(df["task"]))
-    baselines = set(df.loc[df["kind"] == "baseline", "label"])
-    labels = label_order(curves["label"], baselines)
-    colours = curve_colours(labels, baselines)
-    fig, axes = panels(len(tasks), opts["panel_width"], opts["panel_height"])
-    for ax, task in zip(axes, tasks):
-        sub = curves[curves["task"] == task]
-        for name in labels:
-            c = sub[sub["label"] == name]
-            if c.empty:
-                continue
-            style = "-" if (c["kind"] == "transformer").all() else "--"
-            ax.plot(c["n_examples"], c["error"], style, color=colours[name], label=name, lw=1.5)
-            ax.fill_between(c["n_examples"], c["error_lo"], c["error_hi"], color=colours[name],
-                            alpha=0.2, lw=0)
+    fig, axes, per_task, labels = curve_panels(with_labels(df), "n_examples",
+                                               opts["panel_width"], opts["panel_height"], False)
+    for ax, (task, _) in zip(axes, per_task):
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_title(task.replace("_", " "))
         ax.set_xlabel("in-context examples")

@@ -6,8 +6,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from iclbench.figures._base import Draw, figure
-from iclbench.figures._data import at_examples, errors, label_order, with_labels
-from iclbench.figures._layout import curve_colours, legend_below, panels, plain_log_ticks
+from iclbench.figures._data import at_examples, errors, with_labels
+from iclbench.figures._layout import (
+    curve_panels,
+    legend_below,
+    panels,
+    plain_log_ticks,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,25 +43,10 @@ def _ood_curves(setting: str) -> Draw:
         from iclbench.ood import OOD
 
         df = _setting_rows(tables, setting)
-        tasks = list(dict.fromkeys(df["task"]))
         df = with_labels(at_examples(df, int(opts["n_examples"]), f"ood_{setting}"))
-        curves = (df.groupby(["task", "label", "kind", "ood_level"], as_index=False)
-                  [["error", "error_lo", "error_hi", "n_examples"]].mean())
-        baselines = set(df.loc[df["kind"] == "baseline", "label"])
-        labels = label_order(curves["label"], baselines)
-        colours = curve_colours(labels, baselines)
-        fig, axes = panels(len(tasks), opts["panel_width"], opts["panel_height"])
-        for ax, task in zip(axes, tasks):
-            sub = curves[curves["task"] == task]
-            for name in labels:
-                c = sub[sub["label"] == name].sort_values("ood_level")
-                if c.empty:
-                    continue
-                style = "o-" if (c["kind"] == "transformer").all() else "s--"
-                ax.plot(c["ood_level"], c["error"], style, color=colours[name], label=name,
-                        lw=1.3, ms=3)
-                ax.fill_between(c["ood_level"], c["error_lo"], c["error_hi"],
-                                color=colours[name], alpha=0.15, lw=0)
+        fig, axes, per_task, labels = curve_panels(df, "ood_level", opts["panel_width"],
+                                                   opts["panel_height"], True)
+        for ax, (task, sub) in zip(axes, per_task):
             ax.axvline(OOD.get(setting).identity_level, color="grey", lw=0.8, ls=":")
             ax.set_title(f"{task.replace('_', ' ')} (k = {int(sub['n_examples'].max())})")
             ax.set_xlabel(f"{setting} level")
