@@ -94,7 +94,7 @@ def import_graph() -> dict[str, set[str]]:
     """Module -> the package's modules that importing it imports first: its module-level imports
     (imports inside functions are left out), each with the packages above the imported module
     whose ``__init__`` runs first (not those above the importer: they run before it), and every
-    public submodule of a package that imports them all with ``pkgutil.iter_modules``."""
+    public submodule of a package that imports them all (``registry.import_modules``)."""
     known = modules()
     graph: dict[str, set[str]] = {name: set() for name in known}
     for name, path in known.items():
@@ -104,7 +104,7 @@ def import_graph() -> dict[str, set[str]]:
         for node in _import_time_nodes(tree.body):
             for target in _imported(name, node, known):
                 graph[name] |= {target, *_ancestors(target)} - own
-        if path.name == "__init__.py" and "iter_modules(__path__)" in source:
+        if path.name == "__init__.py" and "import_modules(__name__, __path__" in source:
             graph[name] |= {m for m in known if m.rsplit(".", 1)[0] == name
                             and not m.rsplit(".", 1)[1].startswith("_")}
     return graph
@@ -141,7 +141,7 @@ def test_the_graph_sees_imports_as_python_runs_them() -> None:
     """The parser itself: edges it must find, and what it must leave out."""
     graph = import_graph()
     assert "iclbench.model" in graph["iclbench.variants.base"]
-    assert "iclbench.variants.int8" in graph["iclbench.variants"]  # by pkgutil
+    assert "iclbench.variants.int8" in graph["iclbench.variants"]  # by import_modules
     assert "iclbench.kernels" in graph["iclbench.variants.int8.convert"]  # its __init__ runs
     assert "iclbench.variants" not in graph["iclbench.variants.int8.variant"]  # its own package
     assert "iclbench.variants" not in graph["iclbench.config"]  # imported inside functions

@@ -70,3 +70,16 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._entries))
+
+
+def import_modules(package: str, path: Iterable[str], skip: Iterable[str] = ()) -> None:
+    """Import every public module of ``package`` (its ``__name__`` and ``__path__``), in name
+    order, except ``skip``: importing one registers its entries, so adding an entry is its module
+    plus a config line. Modules whose name starts with ``_`` are the package's own helpers."""
+    import importlib
+    import pkgutil
+
+    skipped = set(skip)
+    for module in pkgutil.iter_modules(list(path)):
+        if not module.name.startswith("_") and module.name not in skipped:
+            importlib.import_module(f"{package}.{module.name}")

@@ -13,19 +13,10 @@ the legend below them, colours, log-axis ticks); labels come from :func:`iclbenc
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from iclbench.figures._base import FIGURES, Draw, Figure, figure, save_figure
+from iclbench.registry import import_modules
 
 __all__ = ["FIGURES", "Draw", "Figure", "figure", "save_figure"]
 
 
-def _import_figure_modules() -> None:
-    """Import every public module of the package: importing one registers its figures."""
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_figure_modules()
+import_modules(__name__, __path__)  # importing each registers its entries

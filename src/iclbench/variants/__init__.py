@@ -9,9 +9,6 @@ not start with ``_`` is imported here, so adding one is the module plus its entr
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from iclbench.variants.base import (
     EXTRA_VARIANTS,
     AttentionVariant,
@@ -19,15 +16,9 @@ from iclbench.variants.base import (
     check_variants,
     get_variant,
 )
+from iclbench.registry import import_modules
 
 __all__ = ["EXTRA_VARIANTS", "AttentionVariant", "Variant", "check_variants", "get_variant"]
 
 
-def _import_variant_modules() -> None:
-    """Import every public module of the package: importing one registers its variants."""
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_variant_modules()
+import_modules(__name__, __path__)  # importing each registers its entries
