@@ -106,3 +106,11 @@ def test_divergence_names_the_step_and_leaves_no_output(
         train_model("linear_regression", "softmax", 0, params, 1, out / "model.safetensors",
                     out / "config.json", out / "train_log.parquet", out / "ckpt")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_unknown_lr_schedule_is_an_error_not_a_constant_rate() -> None:
+    from iclbench.train import lr_at
+
+    assert lr_at(39, SPEC) < lr_at(10, SPEC)  # cosine decays
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'; known are: constant, cosine"):
+        lr_at(10, TrainSpec(**{**SPEC.__dict__, "lr_schedule": "linear"}))

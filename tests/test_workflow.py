@@ -341,7 +341,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path: Path, smoke_config) -> N
     import time
 
     smoke_config["tasks"] = {"linear_regression": smoke_config["tasks"]["linear_regression"]}
-    smoke_config["train"].update(steps=1500, log_every=10, checkpoint_every=50)
+    smoke_config["train"].update(steps=600, log_every=10, checkpoint_every=50)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(smoke_config))
     target = "results/models/linear_regression/softmax/seed0/model.safetensors"

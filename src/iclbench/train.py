@@ -60,6 +60,9 @@ LR_SCHEDULES = ("constant", "cosine")
 
 def lr_at(step: int, spec: TrainSpec) -> float:
     """Linear warm-up to ``lr``, then constant (the paper's) or a cosine decay to 0."""
+    if spec.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {spec.lr_schedule!r}; known are: "
+                         f"{', '.join(LR_SCHEDULES)}")
     if spec.warmup_steps and step < spec.warmup_steps:
         return spec.lr * (step + 1) / spec.warmup_steps
     if spec.lr_schedule == "cosine":
