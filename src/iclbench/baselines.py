@@ -34,6 +34,10 @@ from iclbench.seeding import generator
 from iclbench.tasks import TASKS
 
 
+#: options of the slow baselines: score only the first N prompts of each file (null: all of them)
+PROMPT_LIMITS = ("max_prompts", "max_prompts_ood")
+
+
 class Baseline:
     """Base class: subclasses set ``options`` (name -> default) and implement ``_predict``
     (scalar labels); ``predict`` handles vector labels one output dimension at a time."""
@@ -49,8 +53,9 @@ class Baseline:
         self.check_options(options)
         self.opts: dict[str, Any] = {**self.options, **options}
 
-    #: options that must be integers >= 1, integers >= 0, numbers > 0 and numbers >= 0 (an
-    #: option whose default is None may also be null)
+    #: options that must be integers >= 1 (as must the prompt limits, PROMPT_LIMITS, of the
+    #: baselines that have them), integers >= 0, numbers > 0 and numbers >= 0 (an option whose
+    #: default is None may also be null)
     positive_ints: ClassVar[tuple[str, ...]] = ()
     nonnegative_ints: ClassVar[tuple[str, ...]] = ()
     positive_numbers: ClassVar[tuple[str, ...]] = ()
@@ -62,8 +67,9 @@ class Baseline:
         for key, value in options.items():
             if value is None and key in cls.options and cls.options[key] is None:
                 continue
-            integer = key in cls.positive_ints or key in cls.nonnegative_ints
-            low = 1 if key in cls.positive_ints else 0
+            positive = key in cls.positive_ints or key in PROMPT_LIMITS
+            integer = positive or key in cls.nonnegative_ints
+            low = 1 if positive else 0
             if integer and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
             if key in cls.positive_numbers or key in cls.nonnegative_numbers:
@@ -173,14 +179,6 @@ class Zero(Baseline):
         return torch.zeros_like(ys)
 
 
-def _check_max_prompts(options: Mapping[str, Any]) -> None:
-    for key in ("max_prompts", "max_prompts_ood"):
-        value = options.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < 1):
-            raise ValueError(f"{key} must be a positive integer or null, got {value!r}")
-
-
 class PerPromptFit(Baseline):
     """A scikit-learn-style regressor fitted on ``(x_1..x_i, y_1..y_i)`` of one prompt at a time.
 
@@ -188,11 +186,6 @@ class PerPromptFit(Baseline):
     Inputs go to float64 NumPy arrays once per call; the loops are over positions and prompts,
     ``n * P`` fits in all (times ``m`` for vector labels: one fit per output dimension).
     """
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        super().check_options(options)
-        _check_max_prompts(options)
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -323,11 +316,6 @@ class GradientDescentNN(Baseline):
     #: activations (prompts x networks x points x hidden per hidden layer), plus hidden-to-hidden
     #: weights with their Adam state, per chunk of prompts: ~80 MB
     chunk_elements: ClassVar[int] = 20_000_000
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        super().check_options(options)
-        _check_max_prompts(options)
 
     @classmethod
     def workspace_bytes(cls, n_prompts: int, n_points: int, n_dims: int,
