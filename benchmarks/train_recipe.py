@@ -181,14 +181,14 @@ def run_one(raw: Mapping[str, Any], task: str, variant: str, name: str,
         return job.variant.prepare_training(model, job.options)
 
     start = time.perf_counter()
-    model, log = train(job.task, job.model_spec, job.spec, seed, task, job.device,
+    model, log = train(job.task, job.model_spec, job.train, job.curriculum, seed, task, job.device,
                        progress=False, prepare=prepare,
                        on_log=on_log if curve_every else None)
     wall = time.perf_counter() - start
     model = job.variant.for_inference(model, job.options)
     err = errors(model, n_prompts)
     row = {"recipe": name, "task": task, "variant": variant, "seed": seed,
-           "steps": job.spec.steps, "batch": job.spec.batch_size, "k": k2d,
+           "steps": job.train.steps, "batch": job.train.batch_size, "k": k2d,
            "error_kd1": float(err[kd1]), "error_k2d": float(err[k2d]), "error_last": float(err[-1]),
            "last_k": n_points - 1, "final_loss": float(log["loss"].iloc[-1]),
            "wall_s": round(wall, 1)}

@@ -22,7 +22,7 @@ import torch
 from iclbench.storage import CHECKPOINTS, TMP_SUFFIX, checkpoint_location, exists, remove
 from iclbench.train import Checkpointing, train
 from test_deploy import ROOT, SNAKEMAKE, credentials  # noqa: F401  (a fixture)
-from test_train import MODEL, SPEC, TASK
+from test_train import CURRICULUM, MODEL, SPEC, TASK
 
 RELATIVE = f"{CHECKPOINTS}/linear_regression/softmax/seed0.ckpt"
 
@@ -143,16 +143,16 @@ def test_remote_checkpoint_of_another_config_or_truncated_is_refused_naming_it(
 ) -> None:
     url = f"file://{tmp_path}/bucket/c.ckpt"
     spec = type(SPEC)(**{**SPEC.__dict__, "steps": 20})
-    train(TASK, MODEL, SPEC, 0, "linear_regression", torch.device("cpu"), progress=False,
+    train(TASK, MODEL, SPEC, CURRICULUM, 0, "linear_regression", torch.device("cpu"), progress=False,
           checkpointing=Checkpointing(url, every=10, fingerprint="old"))
     assert exists(url) and not exists(url + TMP_SUFFIX)
     with pytest.raises(ValueError, match=f"{url}: checkpoint was written for a different config"):
-        train(TASK, MODEL, spec, 0, "linear_regression", torch.device("cpu"), progress=False,
+        train(TASK, MODEL, spec, CURRICULUM, 0, "linear_regression", torch.device("cpu"), progress=False,
               checkpointing=Checkpointing(url, every=10, fingerprint="new"))
     stored = tmp_path / "bucket" / "c.ckpt"
     stored.write_bytes(stored.read_bytes()[:500])
     with pytest.raises(ValueError, match=f"{url}: corrupt or truncated checkpoint"):
-        train(TASK, MODEL, spec, 0, "linear_regression", torch.device("cpu"), progress=False,
+        train(TASK, MODEL, spec, CURRICULUM, 0, "linear_regression", torch.device("cpu"), progress=False,
               checkpointing=Checkpointing(url, every=10, fingerprint="old"))
     remove(url)
     assert not stored.exists()

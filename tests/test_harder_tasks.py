@@ -290,13 +290,14 @@ def test_vector_error_is_the_mean_over_coordinates(cartpole) -> None:
 
 
 def test_mujoco_model_trains(tmp_path) -> None:
-    from iclbench.curriculum import Schedule
-    from iclbench.train import TrainSpec, train
+    from iclbench.config import TrainConfig
+    from iclbench.curriculum import Curriculum
+    from iclbench.train import train
 
     task = build_task("mujoco_dynamics", D)
-    spec = TrainSpec(30, 8, 1e-3, 0, "constant", Schedule(D, D, 0, 1), Schedule(9, 9, 0, 1), 10,
-                     1.0)
-    model, log = train(task, ModelSpec(D, 18, 16, 1, 2, n_out=4), spec, 0, "mujoco_dynamics",
-                       torch.device("cpu"), progress=False)
+    spec = TrainConfig(30, 8, 1e-3, 0, "constant", 1.0, 10, 10,
+                       {"start": D, "inc": 0, "interval": 1})
+    model, log = train(task, ModelSpec(D, 18, 16, 1, 2, n_out=4), spec, Curriculum.fixed(D, 9), 0,
+                       "mujoco_dynamics", torch.device("cpu"), progress=False)
     assert model.spec.n_out == 4 and log["loss"].notna().all()
     assert log["loss"].iloc[-1] < log["loss"].iloc[0]

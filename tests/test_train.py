@@ -9,21 +9,23 @@ import pytest
 import torch
 
 import iclbench.train as train_module
-from iclbench.curriculum import Schedule
+from iclbench.config import TrainConfig
+from iclbench.curriculum import Curriculum, Schedule
 from iclbench.jobs import train_model
 from iclbench.model import ModelSpec
-from iclbench.train import Checkpointing, DivergedError, TrainSpec, train
+from iclbench.train import Checkpointing, DivergedError, train
 from iclbench.tasks import build_task
 
 TASK = build_task("linear_regression", 3)
 MODEL = ModelSpec(n_dims=3, n_positions=14, n_embd=16, n_layer=1, n_head=2)
-SPEC = TrainSpec(steps=40, batch_size=8, lr=1e-3, warmup_steps=5, lr_schedule="cosine",
-                 dims=Schedule(2, 3, 1, 10), points=Schedule(3, 7, 2, 10), log_every=5,
-                 grad_clip=1.0)
+SPEC = TrainConfig(steps=40, batch_size=8, lr=1e-3, warmup_steps=5, lr_schedule="cosine",
+                   grad_clip=1.0, log_every=5, checkpoint_every=10,
+                   dims_curriculum={"start": 2, "inc": 1, "interval": 10})
+CURRICULUM = Curriculum(SPEC.dims(3), Schedule(3, 7, 2, 10))
 
 
 def run(checkpointing: Checkpointing | None = None) -> dict[str, torch.Tensor]:
-    model, _ = train(TASK, MODEL, SPEC, 0, "linear_regression", torch.device("cpu"),
+    model, _ = train(TASK, MODEL, SPEC, CURRICULUM, 0, "linear_regression", torch.device("cpu"),
                      progress=False, checkpointing=checkpointing)
     return model.state_dict()
 
@@ -65,19 +67,19 @@ def test_resume_after_a_kill_is_bitwise_identical(tmp_path: Path, monkeypatch) -
 
 def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.ckpt"
-    spec = TrainSpec(**{**SPEC.__dict__, "steps": 20})
-    train(TASK, MODEL, SPEC, 0, "linear_regression",
+    spec = TrainConfig(**{**SPEC.__dict__, "steps": 20})
+    train(TASK, MODEL, SPEC, CURRICULUM, 0, "linear_regression",
           torch.device("cpu"), progress=False,
           checkpointing=Checkpointing(path, every=10, fingerprint="old"))
     assert path.exists()
     with pytest.raises(ValueError, match="c.ckpt: checkpoint was written for a different config"):
-        train(TASK, MODEL, spec, 0, "linear_regression", torch.device("cpu"), progress=False,
+        train(TASK, MODEL, spec, CURRICULUM, 0, "linear_regression", torch.device("cpu"), progress=False,
               checkpointing=Checkpointing(path, every=10, fingerprint="new"))
 
 
 def test_truncated_checkpoint_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "c.ckpt"
-    train(TASK, MODEL, SPEC, 0, "linear_regression", torch.device("cpu"), progress=False,
+    train(TASK, MODEL, SPEC, CURRICULUM, 0, "linear_regression", torch.device("cpu"), progress=False,
           checkpointing=Checkpointing(path, every=10, fingerprint="x"))
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(ValueError, match="c.ckpt: corrupt or truncated checkpoint"):
@@ -113,4 +115,4 @@ def test_an_unknown_lr_schedule_is_an_error_not_a_constant_rate() -> None:
 
     assert lr_at(39, SPEC) < lr_at(10, SPEC)  # cosine decays
     with pytest.raises(ValueError, match="unknown lr_schedule 'linear'; known are: constant, cosine"):
-        lr_at(10, TrainSpec(**{**SPEC.__dict__, "lr_schedule": "linear"}))
+        lr_at(10, TrainConfig(**{**SPEC.__dict__, "lr_schedule": "linear"}))

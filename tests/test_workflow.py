@@ -8,7 +8,7 @@ figure's file rebuilds just that figure.
 from __future__ import annotations
 
 import copy
-
+import os
 import re
 import subprocess
 import sys
@@ -27,14 +27,16 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(*args: str, workdir: Path | None = None, config: Path | None = None,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
+              check: bool = True, env: dict[str, str] | None = None,
+              ) -> subprocess.CompletedProcess[str]:
     # targets first: --configfile takes several values and would swallow them
     cmd = [SNAKEMAKE, *args, "-s", str(ROOT / "Snakefile"), "--cores", "2"]
     if workdir is not None:
         cmd += ["--directory", str(workdir)]
     if config is not None:
         cmd += ["--configfile", str(config)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          env=None if env is None else {**os.environ, **env})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -235,8 +237,15 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
 
 
 def test_second_run_does_nothing(smoke_run: Path) -> None:
-    proc = snakemake("-n", workdir=smoke_run, config=smoke_run / "config.yaml")
+    """... and builds its DAG without importing torch: the config passed its check in the first
+    run, whose plan (iclbench.plan) is read back."""
+    assert list((smoke_run / ".snakemake/iclbench").glob("plan-*.json"))
+    proc = snakemake("-n", workdir=smoke_run, config=smoke_run / "config.yaml",
+                     env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert planned_jobs(proc) == {}
+    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", proc.stderr, re.M)
+    assert "iclbench.plan" in imported and "snakemake.workflow" in imported
+    assert not [m for m in imported if m == "torch" or m.startswith("torch.")]
 
 
 def test_one_figure_option_reruns_that_figure_only(smoke_run: Path) -> None:

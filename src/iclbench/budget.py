@@ -32,6 +32,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from iclbench.config import (
+    ConfigError,
+    ModelRun,
+    finetune_tasks,
+    finetune_train,
+    model_runs,
+    prompt_tokens,
+    task_train,
+    task_variants,
+)
+
 #: resident memory of a job before it holds any data: Python, torch, NumPy, pandas, scikit-learn
 PROCESS_MB = 512
 #: the rules whose memory is bounded, with their default ``mem_mb``
@@ -106,8 +117,6 @@ def _plain_int(value: Any) -> int | None:
 
 def check_budget(raw: Mapping[str, Any], limits: Mapping[str, int] | None = None) -> None:
     """Raise ``ConfigError`` for the first job whose estimate exceeds its rule's ``mem_mb``."""
-    from iclbench.config import ConfigError
-
     limits = mem_limits(raw) if limits is None else limits
     for est in estimates(raw):
         limit = limits[est.rule]
@@ -125,17 +134,13 @@ def estimates(raw: Mapping[str, Any]) -> Iterable[Estimate]:
     """One estimate per heavy job of the DAG (per task, OOD setting, variant and mode; seeds
     share theirs)."""
     from iclbench.baselines import BASELINES
-    from iclbench.config import (
-        ConfigError,
-        finetune_tasks,
-        finetune_train,
-        task_train,
-        task_variants,
-    )
     from iclbench.ood import IN_DISTRIBUTION, OOD
 
     n_dims = int(raw["n_dims"])
     ev = raw["eval"]
+    runs: dict[str, list[ModelRun]] = {}
+    for run in model_runs(raw):
+        runs.setdefault(run.task, []).append(run)
     oods = {IN_DISTRIBUTION: 1, **{o: len(s["levels"]) for o, s in raw["ood"].items()}}
     for name, tcfg in raw["tasks"].items():
         prompts = _prompts(name, tcfg, n_dims)
@@ -150,9 +155,6 @@ def estimates(raw: Mapping[str, Any]) -> Iterable[Estimate]:
                            _training(raw, prompts, variant, raw["variants"][variant],
                                      task_train(raw, name), f"variants.{variant}",
                                      _train_key(raw, name, "batch_size")))
-        sections = [("trained", "variants", v) for v in task_variants(raw, name)]
-        if "softmax" in task_variants(raw, name):
-            sections += [("swapped", "swapped", v) for v in raw["swapped"]]
         if name in finetune_tasks(raw):
             for variant in raw.get("finetuned") or {}:
                 options = raw["finetuned"][variant] or {}
@@ -165,15 +167,14 @@ def estimates(raw: Mapping[str, Any]) -> Iterable[Estimate]:
                 terms += _inference(raw, prompts.tokens, variant, options, min(curve, 256),
                                     f"finetuned.{variant}", "finetune.curve_prompts")
                 yield Estimate("finetune_model", f"{name}/{variant}", terms)
-                sections.append(("finetuned", "finetuned", variant))
-        for mode, section, variant in sections:
-            options = raw[section][variant] or {}
+        for run in runs.get(name, ()):
+            options = raw[run.section][run.variant] or {}
             for ood, levels, n in files:
-                yield Estimate("evaluate_model", f"{name}/{variant}-{mode}, OOD {ood}",
+                yield Estimate("evaluate_model", f"{name}/{run.variant}-{run.mode}, OOD {ood}",
                                _file(prompts, levels, n, ood)
-                               + _inference(raw, prompts.tokens, variant, options,
-                                            min(int(ev["batch_size"]), n), f"{section}.{variant}",
-                                            "eval.batch_size")
+                               + _inference(raw, prompts.tokens, run.variant, options,
+                                            min(int(ev["batch_size"]), n),
+                                            f"{run.section}.{run.variant}", "eval.batch_size")
                                + _bootstrap(ev, n, prompts.n_points))
         for baseline, options in raw["baselines"].items():
             kind = BASELINES.get(baseline)
@@ -203,7 +204,7 @@ class _Prompts:
 
     @property
     def tokens(self) -> int:
-        return 2 * self.n_points
+        return prompt_tokens(self.n_points)
 
     @property
     def per_prompt(self) -> int:
@@ -212,7 +213,6 @@ class _Prompts:
 
 
 def _prompts(name: str, tcfg: Mapping[str, Any], n_dims: int) -> _Prompts:
-    from iclbench.config import ConfigError
     from iclbench.tasks import build_task
 
     options = dict(tcfg.get("options") or {})
@@ -328,7 +328,7 @@ def _inference(raw: Mapping[str, Any], tokens: int, variant: str, options: Mappi
 def _profiles(raw: Mapping[str, Any]) -> Iterable[Estimate]:
     from iclbench.profiling import ProfileSpec
 
-    train_tokens = [2 * int(t["n_points"]) for t in raw["tasks"].values()]
+    train_tokens = [prompt_tokens(int(t["n_points"])) for t in raw["tasks"].values()]
     prof = ProfileSpec.from_dict(raw["profile"], train_tokens)
     longest = max(prof.context_tokens)
     runs = [("trained", "variants", v) for v in raw["variants"]]

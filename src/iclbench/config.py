@@ -5,6 +5,11 @@ unknown keys) -> :func:`check` (registry names and cross-field rules) -> plain d
 ``params:`` -> the ``*.from_dict`` constructors here, inside the job. Every error names the config
 key at fault. The schema has no defaults; the only defaults are the per-entry ``options`` of the
 registered tasks, attention variants, baselines and figures, which live beside their code.
+
+This module imports neither torch nor the registries at load time: building the DAG reads it
+(:func:`parse_config`, the target lists, the rules' params), and only :func:`check` loads the registries.
+Values derived from the config (a prompt's tokens, which model a run reads, which runs the DAG
+holds) are defined here once.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from iclbench.curriculum import Schedule
 from iclbench.registry import UnknownNameError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ConfigError(ValueError):
@@ -33,6 +40,20 @@ def _schedule(raw: Mapping[str, Any], end: int, where: str) -> Schedule:
         raise ConfigError(f"{where}: {err}") from None
 
 
+#: the variant that swaps go into and conversions start from
+BASE_VARIANT = "softmax"
+#: how a model is obtained, and the config section that holds its variant's options
+MODE_SECTIONS: dict[str, str] = {"trained": "variants", "swapped": "swapped",
+                                 "finetuned": "finetuned"}
+#: learning-rate schedules after the warm-up: "constant" (the paper's) or a "cosine" decay to 0
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def prompt_tokens(n_points: int) -> int:
+    """Tokens of a prompt of ``n_points`` points: an x token and a y token each."""
+    return 2 * n_points
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     name: str
@@ -43,6 +64,11 @@ class TaskConfig:
     train: Mapping[str, Any] = field(default_factory=dict)
     #: the variants trained from scratch on this task; None: every one under ``variants``
     variants: tuple[str, ...] | None = None
+
+    @property
+    def tokens(self) -> int:
+        """The longest prompt's tokens: the model's context length."""
+        return prompt_tokens(self.n_points)
 
     @classmethod
     def from_dict(cls, name: str, raw: Mapping[str, Any]) -> TaskConfig:
@@ -78,11 +104,48 @@ def finetune_train(raw: Mapping[str, Any], task: str) -> dict[str, Any]:
     return {**task_train(raw, task), **own}
 
 
+def base_tasks(raw: Mapping[str, Any]) -> list[str]:
+    """Tasks that train :data:`BASE_VARIANT`: the ones with swapped runs and conversions."""
+    return [t for t in raw["tasks"] if BASE_VARIANT in task_variants(raw, t)]
+
+
 def finetune_tasks(raw: Mapping[str, Any]) -> list[str]:
     """Tasks with conversions: those that train softmax (a conversion starts from it)."""
-    if not raw.get("finetuned"):
-        return []
-    return [t for t in raw["tasks"] if "softmax" in task_variants(raw, t)]
+    return base_tasks(raw) if raw.get("finetuned") else []
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One model the DAG evaluates on ``task`` (for every seed): ``variant`` trained from
+    scratch, swapped into the trained base model, or converted from it and fine-tuned."""
+
+    task: str
+    variant: str
+    mode: str
+
+    @property
+    def section(self) -> str:
+        """The config section with the variant's options."""
+        return MODE_SECTIONS[self.mode]
+
+    @property
+    def reads(self) -> tuple[str, str]:
+        """The model file the evaluation reads, as (mode that wrote it, variant): a swapped run
+        reads the trained base model and puts its variant in when it loads it."""
+        if self.mode == "swapped":
+            return "trained", BASE_VARIANT
+        return self.mode, self.variant
+
+
+def model_runs(raw: Mapping[str, Any]) -> list[ModelRun]:
+    """Every evaluated model: the trained variants of every task, then the swapped ones (on the
+    tasks that train the base model), then the fine-tuned conversions."""
+    return (
+        [ModelRun(t, v, "trained") for t in raw["tasks"] for v in task_variants(raw, t)]
+        + [ModelRun(t, v, "swapped") for t in base_tasks(raw) for v in raw["swapped"]]
+        + [ModelRun(t, v, "finetuned") for t in finetune_tasks(raw)
+           for v in raw.get("finetuned") or {}]
+    )
 
 
 @dataclass(frozen=True)
@@ -103,6 +166,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A ``train`` section (the top-level one, a task's own, or a conversion's): what the
+    training loop (:func:`iclbench.train.train`) runs."""
+
     steps: int
     batch_size: int
     lr: float
@@ -119,6 +185,10 @@ class TrainConfig:
                    int(raw["warmup_steps"]), str(raw["lr_schedule"]), float(raw["grad_clip"]),
                    int(raw["log_every"]), int(raw["checkpoint_every"]),
                    dict(raw["dims_curriculum"]))
+
+    def dims(self, n_dims: int, where: str = "train") -> Schedule:
+        """The curriculum of active input dimensions, up to ``n_dims``."""
+        return _schedule(self.dims_curriculum, n_dims, f"{where}.dims_curriculum")
 
 
 @dataclass(frozen=True)
@@ -185,6 +255,31 @@ def _options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(raw or {})
 
 
+def parse_config(raw: Mapping[str, Any]) -> Config:
+    """The :class:`Config` of a schema-valid dict, without the registry checks of :func:`check`
+    (which a config that reaches the DAG has passed)."""
+    try:
+        n_dims = int(raw["n_dims"])
+        return Config(
+            seeds=tuple(int(s) for s in raw["seeds"]),
+            n_dims=n_dims,
+            device=str(raw["device"]),
+            threads=int(raw["threads"]),
+            tasks={name: TaskConfig.from_dict(name, t) for name, t in raw["tasks"].items()},
+            variants={k: _options(v) for k, v in raw["variants"].items()},
+            swapped={k: _options(v) for k, v in raw["swapped"].items()},
+            model=ModelConfig.from_dict(raw["model"]),
+            train=TrainConfig.from_dict(raw["train"]),
+            eval=EvalConfig.from_dict(raw["eval"]),
+            baselines={k: _options(v) for k, v in raw["baselines"].items()},
+            figures={k: _options(v) for k, v in raw["figures"].items()},
+            profile=dict(raw["profile"]),
+            ood={k: OODConfig.from_dict(k, v) for k, v in raw["ood"].items()},
+        )
+    except KeyError as err:
+        raise ConfigError(f"missing config key {err}") from None
+
+
 def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None) -> Config:
     """Build a :class:`Config` from a schema-valid dict, checking names and cross-field rules.
 
@@ -201,29 +296,8 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
     from iclbench.ood import IN_DISTRIBUTION, OOD
     from iclbench.tasks import TASKS, build_task
 
-    try:
-        n_dims = int(raw["n_dims"])
-        tasks = {name: TaskConfig.from_dict(name, t) for name, t in raw["tasks"].items()}
-        model = ModelConfig.from_dict(raw["model"])
-        train = TrainConfig.from_dict(raw["train"])
-        cfg = Config(
-            seeds=tuple(int(s) for s in raw["seeds"]),
-            n_dims=n_dims,
-            device=str(raw["device"]),
-            threads=int(raw["threads"]),
-            tasks=tasks,
-            variants={k: _options(v) for k, v in raw["variants"].items()},
-            swapped={k: _options(v) for k, v in raw["swapped"].items()},
-            model=model,
-            train=train,
-            eval=EvalConfig.from_dict(raw["eval"]),
-            baselines={k: _options(v) for k, v in raw["baselines"].items()},
-            figures={k: _options(v) for k, v in raw["figures"].items()},
-            profile=dict(raw["profile"]),
-            ood={k: OODConfig.from_dict(k, v) for k, v in raw["ood"].items()},
-        )
-    except KeyError as err:
-        raise ConfigError(f"missing config key {err}") from None
+    cfg = parse_config(raw)
+    n_dims, model = cfg.n_dims, cfg.model
 
     try:
         TASKS.check(cfg.tasks, "tasks")
@@ -255,7 +329,7 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
         key = f"tasks.{name}.train.steps" if "steps" in cfg.tasks[name].train else "train.steps"
         for variant in task_variants(raw, name):
             _check_steps(variant, cfg.variants[variant], steps, f"variants.{variant}", key)
-    if cfg.swapped and not any("softmax" in task_variants(raw, t) for t in cfg.tasks):
+    if cfg.swapped and not base_tasks(raw):
         raise ConfigError("swapped: needs softmax trained on some task (swaps go into "
                           "softmax models)")
     for name, opts in cfg.swapped.items():
@@ -312,7 +386,7 @@ def _check_finetune(raw: Mapping[str, Any], n_head: int, head_dim: int) -> None:
     if not finetune_tasks(raw):
         raise ConfigError("finetuned: needs softmax trained on some task (a conversion starts "
                           "from the trained softmax model)")
-    if "softmax" in finetuned:
+    if BASE_VARIANT in finetuned:
         raise ConfigError("finetuned.softmax: softmax is the model conversions start from")
     for name, opts in finetuned.items():
         _wrap(lambda: get_variant(name).check_convert_options(_options(opts), n_head, head_dim),
@@ -343,7 +417,10 @@ def _check_steps(variant: str, options: Mapping[str, Any], steps: int, where: st
 
 
 def _check_train(train: TrainConfig, n_dims: int, where: str) -> None:
-    _schedule(train.dims_curriculum, n_dims, f"{where}.dims_curriculum")
+    train.dims(n_dims, where)
+    if train.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"{where}.lr_schedule: unknown schedule {train.lr_schedule!r}; known "
+                          f"are: {', '.join(LR_SCHEDULES)}")
     if train.checkpoint_every % train.log_every:
         raise ConfigError(
             f"{where}.checkpoint_every ({train.checkpoint_every}) must be a multiple of "
@@ -368,6 +445,8 @@ def _wrap(build: Any, where: str, meta: bool = False) -> None:
     """Run a registry entry's check; its ValueError or TypeError becomes a ConfigError naming
     ``where``. ``meta``: build modules on the meta device, so that checking a variant's options
     (which builds its attention) allocates nothing, whatever size they ask for."""
+    import torch
+
     try:
         if meta:
             with torch.device("meta"):
@@ -381,7 +460,7 @@ def _wrap(build: Any, where: str, meta: bool = False) -> None:
 def _check_profile(cfg: Config) -> None:
     from iclbench.profiling import ProfileSpec
 
-    train_tokens = [2 * t.n_points for t in cfg.tasks.values()]
+    train_tokens = [t.tokens for t in cfg.tasks.values()]
     try:
         ProfileSpec.from_dict(cfg.profile, train_tokens)
     except ValueError as err:  # the message names the key
@@ -392,6 +471,8 @@ def _check_profile(cfg: Config) -> None:
 def _check_device(device: str, key: str = "device") -> None:
     if device == "auto":
         return
+    import torch
+
     try:
         torch.device(device)
     except RuntimeError:
@@ -400,6 +481,8 @@ def _check_device(device: str, key: str = "device") -> None:
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)

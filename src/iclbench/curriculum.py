@@ -33,3 +33,16 @@ class Schedule:
         if self.inc == 0:
             raise ValueError(f"curriculum never reaches end={self.end} with inc=0")
         return -(-(self.end - self.start) // self.inc) * self.interval
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """What a training run's prompts grow through: active input dimensions and points."""
+
+    dims: Schedule
+    points: Schedule
+
+    @classmethod
+    def fixed(cls, n_dims: int, n_points: int) -> Curriculum:
+        """Full size from the first step (a conversion's fine-tuning)."""
+        return cls(Schedule(n_dims, n_dims, 0, 1), Schedule(n_points, n_points, 0, 1))

@@ -19,7 +19,7 @@ import torch
 
 from iclbench import storage
 from iclbench.config import EvalConfig, ModelConfig, TaskConfig, TrainConfig, resolve_device
-from iclbench.curriculum import Schedule
+from iclbench.curriculum import Curriculum
 from iclbench.evaluate import (
     evaluate,
     load_prompts,
@@ -32,7 +32,7 @@ from iclbench.model import ModelSpec, load_model
 from iclbench.results import ICL_ERRORS, PROFILE, read_parquet, tidy, write_json, write_parquet
 from iclbench.runtime import keep_freed_memory
 from iclbench.tasks import Task, build_task
-from iclbench.train import Checkpointing, TrainSpec, train
+from iclbench.train import Checkpointing, train
 from iclbench.variants import Variant, get_variant
 
 log = logging.getLogger("iclbench")
@@ -83,7 +83,8 @@ class TrainJob:
 
     task: Task
     model_spec: ModelSpec
-    spec: TrainSpec
+    train: TrainConfig
+    curriculum: Curriculum
     variant: Variant
     options: Mapping[str, Any]
     device: torch.device
@@ -95,15 +96,12 @@ def train_job(task: str, variant: str, params: Mapping[str, Any]) -> TrainJob:
     cfg, fn_class = _task(task, params["task"], n_dims)
     model_cfg = ModelConfig.from_dict(params["model"])
     tc = TrainConfig.from_dict(params["train"])
-    dims = Schedule(int(tc.dims_curriculum["start"]), n_dims, int(tc.dims_curriculum["inc"]),
-                    int(tc.dims_curriculum["interval"]))
-    spec = TrainSpec(tc.steps, tc.batch_size, tc.lr, tc.warmup_steps, tc.lr_schedule, dims,
-                     cfg.points, tc.log_every, tc.grad_clip)
     options = dict(params["variant_options"])
     kind = get_variant(variant)
-    base = ModelSpec(n_dims, 2 * cfg.n_points, model_cfg.n_embd, model_cfg.n_layer,
+    base = ModelSpec(n_dims, cfg.tokens, model_cfg.n_embd, model_cfg.n_layer,
                      model_cfg.n_head, n_out=fn_class.out_dims)
-    return TrainJob(fn_class, kind.model_spec(base, options), spec, kind, options,
+    return TrainJob(fn_class, kind.model_spec(base, options), tc,
+                    Curriculum(tc.dims(n_dims), cfg.points), kind, options,
                     resolve_device(str(params["device"])))
 
 
@@ -126,11 +124,10 @@ def train_model(
 
     ckpt = None
     if checkpoint_path is not None:
-        every = TrainConfig.from_dict(params["train"]).checkpoint_every
-        ckpt = Checkpointing(storage.as_location(checkpoint_path), every,
+        ckpt = Checkpointing(storage.as_location(checkpoint_path), job.train.checkpoint_every,
                              fingerprint({"task": task, "variant": variant, "seed": seed,
                                           "params": dict(params)}))
-    model, table = train(job.task, job.model_spec, job.spec, seed, task, device,
+    model, table = train(job.task, job.model_spec, job.train, job.curriculum, seed, task, device,
                          prepare=lambda m: job.variant.prepare_training(m, job.options),
                          checkpointing=ckpt, context=describe(params))
     write_parquet(table.assign(task=task, variant=variant, seed=seed), log_path)
@@ -139,7 +136,7 @@ def train_model(
     write_json({"task": task, "variant": variant, "seed": seed, "device": str(device),
                 "threads": threads, "torch_version": torch.__version__,
                 "python": platform.python_version(), "params": dict(params)}, config_path)
-    log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], job.spec.steps)
+    log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], job.train.steps)
     if ckpt is not None:
         storage.remove(ckpt.path)
 
@@ -169,12 +166,7 @@ def finetune_model(
     _torch_job(threads)
     n_dims = int(params["n_dims"])
     cfg, fn_class = _task(task, params["task"], n_dims)
-    tc = params["train"]
-    fixed = Schedule(n_dims, n_dims, 0, 1)
-    spec = TrainSpec(int(tc["steps"]), int(tc["batch_size"]), float(tc["lr"]),
-                     int(tc["warmup_steps"]), str(tc["lr_schedule"]), fixed,
-                     Schedule(cfg.n_points, cfg.n_points, 0, 1), int(tc["log_every"]),
-                     float(tc["grad_clip"]))
+    spec = TrainConfig.from_dict(params["train"])
     kind, options = get_variant(variant), dict(params["variant_options"])
     device = resolve_device(str(params["device"]))
     softmax = load_model(softmax_path)
@@ -207,14 +199,14 @@ def finetune_model(
     if checkpoint_path is not None:
         from iclbench.checkpoint import fingerprint
 
-        ckpt = Checkpointing(storage.as_location(checkpoint_path), int(tc["checkpoint_every"]),
+        ckpt = Checkpointing(storage.as_location(checkpoint_path), spec.checkpoint_every,
                              fingerprint({"task": task, "variant": variant, "seed": seed,
                                           "mode": "finetuned", "params": dict(params)}))
     log.info("converting %s/softmax seed %d to %s and fine-tuning %d steps on %s with %d threads",
              task, seed, variant, spec.steps, device, threads)
-    model, table = train(fn_class, softmax.spec, spec, seed, f"{task}/finetune/{variant}", device,
-                         prepare=prepare, checkpointing=ckpt, on_log=on_log,
-                         context=f"conversion to {variant}")
+    model, table = train(fn_class, softmax.spec, spec, Curriculum.fixed(n_dims, cfg.n_points),
+                         seed, f"{task}/finetune/{variant}", device, prepare=prepare,
+                         checkpointing=ckpt, on_log=on_log, context=f"conversion to {variant}")
     if curve and int(curve[-1]["step"].iloc[0]) != spec.steps:
         score(spec.steps, model)
     write_parquet(table.assign(task=task, variant=variant, seed=seed), log_path)

@@ -19,26 +19,14 @@ import torch
 from tqdm import tqdm
 
 from iclbench.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from iclbench.curriculum import Schedule
+from iclbench.config import LR_SCHEDULES, TrainConfig
+from iclbench.curriculum import Curriculum
 from iclbench.model import Decoder, ModelSpec
 from iclbench.seeding import generator
 from iclbench.storage import exists
 from iclbench.tasks import Task, sample_prompts
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    steps: int
-    batch_size: int
-    lr: float
-    warmup_steps: int
-    lr_schedule: str  # "constant" (the paper's) or "cosine" (decay to 0 after warm-up)
-    dims: Schedule
-    points: Schedule
-    log_every: int
-    grad_clip: float
 
 
 class DivergedError(RuntimeError):
@@ -55,26 +43,24 @@ class Checkpointing:
     fingerprint: str
 
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def lr_at(step: int, spec: TrainSpec) -> float:
+def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up to ``lr``, then constant (the paper's) or a cosine decay to 0."""
-    if spec.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown lr_schedule {spec.lr_schedule!r}; known are: "
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; known are: "
                          f"{', '.join(LR_SCHEDULES)}")
-    if spec.warmup_steps and step < spec.warmup_steps:
-        return spec.lr * (step + 1) / spec.warmup_steps
-    if spec.lr_schedule == "cosine":
-        progress = (step - spec.warmup_steps) / max(1, spec.steps - spec.warmup_steps)
-        return spec.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return spec.lr
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr
 
 
 def train(
     task: Task,
     model_spec: ModelSpec,
-    spec: TrainSpec,
+    cfg: TrainConfig,
+    curriculum: Curriculum,
     seed: int,
     task_name: str,
     device: torch.device,
@@ -97,7 +83,7 @@ def train(
         model = prepare(model)
     model = model.to(device)
     data_rng = generator(seed, "train", task_name)
-    optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, fused=True)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     rows: list[dict[str, float | int]] = []
     first = 0
     if checkpointing is not None and exists(checkpointing.path):
@@ -110,20 +96,20 @@ def train(
         log.info("resumed from %s at step %d", checkpointing.path, first)
     running, count = 0.0, 0
     start = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
-    bar = tqdm(range(first, spec.steps), desc=f"train {task_name}", mininterval=5.0,
-               disable=not progress, initial=first, total=spec.steps)
+    bar = tqdm(range(first, cfg.steps), desc=f"train {task_name}", mininterval=5.0,
+               disable=not progress, initial=first, total=cfg.steps)
     model.train()
     for step in bar:
-        dims, points = spec.dims.at(step), spec.points.at(step)
-        xs, ys = sample_prompts(task, spec.batch_size, points, data_rng, active_dims=dims)
+        dims, points = curriculum.dims.at(step), curriculum.points.at(step)
+        xs, ys = sample_prompts(task, cfg.batch_size, points, data_rng, active_dims=dims)
         xs, ys = xs.to(device), ys.to(device)
         for group in optimiser.param_groups:
-            group["lr"] = lr_at(step, spec)
+            group["lr"] = lr_at(step, cfg)
         loss = (model(xs, ys) - ys).square().mean() / task.normaliser
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        if spec.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimiser.step()
         value = loss.item()
         if not math.isfinite(value):
@@ -132,14 +118,14 @@ def train(
                 f"loss {value}; lower train.lr or raise train.warmup_steps"
             )
         running, count = running + value, count + 1
-        if (step + 1) % spec.log_every == 0 or step + 1 == spec.steps:
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             rows.append(
                 {
                     "step": step + 1,
                     "loss": running / count,
                     "active_dims": dims,
                     "n_points": points,
-                    "lr": lr_at(step, spec),
+                    "lr": lr_at(step, cfg),
                     "seconds": time.perf_counter() - start,
                 }
             )
@@ -149,7 +135,7 @@ def train(
                 on_log(step + 1, model)
                 model.train()
         if checkpointing is not None and (step + 1) % checkpointing.every == 0 \
-                and step + 1 < spec.steps:
+                and step + 1 < cfg.steps:
             state = TrainState(step + 1, model.state_dict(), optimiser.state_dict(),
                                data_rng.get_state(), torch.get_rng_state(), rows)
             save_checkpoint(checkpointing.path, state, checkpointing.fingerprint)

@@ -1,44 +1,45 @@
 # Validation and target lists. The config is checked (schema, then registry names and cross-field
-# rules) when the DAG is built, so a bad config fails before any job runs.
-from iclbench.baselines import BASELINES
+# rules) when the DAG is built, so a bad config fails before any job runs. Nothing here imports
+# torch once a config has passed: iclbench.plan keeps the registry facts of checked configs.
 from iclbench.budget import mem_limits
-from iclbench.ood import IN_DISTRIBUTION, OOD
-from iclbench.figures import FIGURES as FIGURE_REGISTRY
 from iclbench.config import (
     FINETUNE_ONLY,
+    MODE_SECTIONS,
+    ModelRun,
     canonical,
-    check,
     finetune_tasks,
     finetune_train,
+    model_runs,
+    parse_config,
     task_train,
     task_variants,
     validate_schema,
 )
+from iclbench.plan import checked_plan
 from iclbench.storage import CHECKPOINTS, checkpoint_location
 import yaml
 
-validate_schema(
-    config,
-    yaml.safe_load(open(workflow.source_path("../../config/schema.yaml"))),
-    source="config",
-)
+# libyaml's loader when present: faster
+_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+with open(workflow.source_path("../../config/schema.yaml")) as _schema:
+    validate_schema(config, yaml.load(_schema, Loader=_loader), source="config")
 # a profile's --set-resources raise a rule's mem_mb; the config's estimated memory per job must
 # fit it (iclbench.budget)
 _mem_overrides = workflow.resource_settings.overwrite_resources
-CFG = check(config, _mem_overrides)
+PLAN = checked_plan(config, _mem_overrides)
 MEM_MB = mem_limits(config, _mem_overrides)
 # sorted keys: reordering a YAML file must not change any rule's params (and rerun it)
 _canonical = canonical(config)
 config.clear()
 config.update(_canonical)
+CFG = parse_config(config)
 
-TASKS = list(config["tasks"])
-VARIANTS = list(config["variants"])
-SWAPPED = list(config["swapped"])
+TASKS = list(CFG.tasks)
+VARIANTS = list(CFG.variants)
+SWAPPED = list(CFG.swapped)
 FINETUNED = list(config.get("finetuned") or {})
-SEEDS = [int(s) for s in config["seeds"]]
-FIGURES = list(config["figures"])
-OODS = [IN_DISTRIBUTION, *config["ood"]]
+SEEDS = list(CFG.seeds)
+FIGURES = list(CFG.figures)
 
 
 wildcard_constraints:
@@ -68,10 +69,7 @@ def checkpoint_path(*parts):
 def baseline_pairs():
     """(task, baseline) pairs: each baseline on the tasks it applies to."""
     return [
-        (t, b)
-        for t in TASKS
-        for b in config["baselines"]
-        if BASELINES.get(b).applies_to(t)
+        (t, b) for t in TASKS for b in config["baselines"] if b in PLAN.baselines[t]
     ]
 
 
@@ -81,27 +79,14 @@ def trained_pairs():
 
 
 def eval_tables():
+    """Every evaluation: each model run (iclbench.config.model_runs) per seed, then baselines."""
     models = [
-        f"results/eval/{t}/{v}-trained-seed{s}.parquet"
-        for t, v in trained_pairs()
-        for s in SEEDS
-    ]
-    # swaps go into the softmax models, so only on the tasks softmax is trained on
-    swapped = [
-        f"results/eval/{t}/{v}-swapped-seed{s}.parquet"
-        for t in TASKS
-        if "softmax" in task_variants(config, t)
-        for v in SWAPPED
-        for s in SEEDS
-    ]
-    finetuned = [
-        f"results/eval/{t}/{v}-finetuned-seed{s}.parquet"
-        for t in finetune_tasks(config)
-        for v in FINETUNED
+        f"results/eval/{r.task}/{r.variant}-{r.mode}-seed{s}.parquet"
+        for r in model_runs(config)
         for s in SEEDS
     ]
     baselines = [f"results/eval/{t}/baseline-{b}.parquet" for t, b in baseline_pairs()]
-    return models + swapped + finetuned + baselines
+    return models + baselines
 
 
 def conversion_curves():
@@ -114,21 +99,14 @@ def conversion_curves():
 
 
 def variant_options(wildcards):
-    section = {"trained": "variants", "swapped": "swapped", "finetuned": "finetuned"}
-    return config[section[wildcards.mode]][wildcards.variant]
-
-
-def task_oods(task):
-    """The OOD settings evaluated on ``task``: none, then each one that applies to it."""
-    return [o for o in OODS if OOD.get(o).applies_to(task)]
+    return config[MODE_SECTIONS[wildcards.mode]][wildcards.variant]
 
 
 def eval_prompt_files(wildcards):
-    return expand(
-        "results/data/{task}/{ood}.safetensors",
-        task=wildcards.task,
-        ood=task_oods(wildcards.task),
-    )
+    return [
+        f"results/data/{wildcards.task}/{o}.safetensors"
+        for o in PLAN.oods[wildcards.task]
+    ]
 
 
 def ood_section(wildcards):
@@ -137,17 +115,17 @@ def ood_section(wildcards):
 
 
 def model_to_evaluate(wildcards):
-    # a swapped run puts the variant's attention into the softmax-trained model
+    """The model file an evaluation reads (a swapped run: the trained base model's)."""
     w = wildcards
-    if w.mode == "finetuned":
-        return f"results/finetuned/{w.task}/{w.variant}/seed{w.seed}/model.safetensors"
-    variant = w.variant if w.mode == "trained" else "softmax"
-    return f"results/models/{w.task}/{variant}/seed{w.seed}/model.safetensors"
+    mode, variant = ModelRun(w.task, w.variant, w.mode).reads
+    stage = "finetuned" if mode == "finetuned" else "models"
+    return f"results/{stage}/{w.task}/{variant}/seed{w.seed}/model.safetensors"
 
 
 def figure_tables(wildcards):
-    tables = FIGURE_REGISTRY.get(wildcards.figure).tables
-    return {t: f"results/summary/{t}.parquet" for t in tables}
+    return {
+        t: f"results/summary/{t}.parquet" for t in PLAN.figure_tables[wildcards.figure]
+    }
 
 
 def profile_tables():

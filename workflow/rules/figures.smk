@@ -14,6 +14,6 @@ rule plot_figure:
         "../../envs/iclbench.yaml"
     params:
         options=lambda wc: config["figures"][wc.figure],
-        caption=lambda wc: FIGURE_REGISTRY.get(wc.figure).caption,
+        caption=lambda wc: PLAN.figure_captions[wc.figure],
     script:
         "../scripts/plot_figure.py"

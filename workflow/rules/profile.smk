@@ -18,7 +18,7 @@ rule profile_model:
             "profile": config["profile"],
             "n_dims": config["n_dims"],
             "model": config["model"],
-            "train_tokens": [2 * t["n_points"] for t in config["tasks"].values()],
+            "train_tokens": [t.tokens for t in CFG.tasks.values()],
             "variant_options": variant_options(wc),
         },
     script:
