@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from iclbench.attention import ATTENTION, build_attention
+from iclbench.attention._nystrom_learned import dense_reference
 from iclbench.model import Decoder, ModelSpec, interleave
 from iclbench.seeding import generator
 
@@ -240,23 +241,6 @@ def learned_core(opts: dict[str, Any], seed: int = 0, head_dim: int = HS) -> tor
     return core
 
 
-def dense_learned(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ql: torch.Tensor,
-                  kl: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Design (b) written out densely: for every landmark l the causal T x T softmax of
-    ``ql_l . k_j / sqrt(hs)`` over j <= i gives ``B_i[l]``; ``y_i = softmax(q_i Kl^T / sqrt(hs))
-    pinv(softmax(Ql Kl^T / sqrt(hs))) B_i``."""
-    from iclbench.attention.nystrom import iterative_pinv
-
-    T, scale = q.shape[2], q.shape[-1] ** -0.5
-    logits = (ql * scale) @ k.transpose(-1, -2)  # (B, H, m, T): landmark l against key j
-    visible = torch.ones(T, T, dtype=torch.bool).tril()  # [i, j]: j <= i
-    weights = torch.softmax(logits[:, :, :, None, :].masked_fill(~visible, float("-inf")), -1)
-    b = weights @ v[:, :, None]  # (B, H, m, T, hs): B_i[l]
-    f = torch.softmax(q @ kl.transpose(-1, -2) * scale, -1)  # (B, H, T, m)
-    z = iterative_pinv(torch.softmax((ql * scale) @ kl.transpose(-1, -2), -1), iterations)
-    return torch.einsum("bhtl,hlr,bhrtd->bhtd", f, z, b)
-
-
 @pytest.mark.parametrize("T", [1, 7, 32, 45, 70])
 @pytest.mark.parametrize("opts", [{"landmarks": 5, "chunk": 1}, {"landmarks": 4, "chunk": 6},
                                   {"landmarks": 8, "chunk": 32, "pinv_iterations": 3}])
@@ -266,8 +250,8 @@ def test_nystrom_learned_matches_dense_formula(opts: dict[str, Any], T: int) -> 
     q, k, v = (2 * t for t in qkv(T))
     with torch.no_grad():
         out = core(q, k, v)
-    ref = dense_learned(q, k, v, core.landmark_q.detach(), core.landmark_k.detach(),
-                        opts.get("pinv_iterations", 6))
+    ref = dense_reference(q, k, v, core.landmark_q.detach(), core.landmark_k.detach(),
+                          opts.get("pinv_iterations", 6))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -278,7 +262,7 @@ def test_nystrom_learned_clamped_chunk_takes_the_exact_path(
     overflow the fast evaluation's weights: the positions from it on take the exact evaluation,
     the outputs still equal the dense formula, and the positions before it are bitwise those of
     the same inputs without the jump (whatever path the span takes)."""
-    from iclbench.attention import nystrom
+    from iclbench.attention import _nystrom_learned as learned
 
     core = learned_core({"landmarks": 4, "chunk": chunk})
     T, jump = 40, 22
@@ -286,12 +270,12 @@ def test_nystrom_learned_clamped_chunk_takes_the_exact_path(
     big = k.clone()
     big[:, :, jump] = 200 * core.landmark_q.detach().mean(1)[None]  # logit ~ 200 |ql|^2 / sqrt(hs)
     calls = []
-    exact_span = nystrom.exact_span
-    monkeypatch.setattr(nystrom, "exact_span", lambda *a: calls.append(1) or exact_span(*a))
+    exact_span = learned.exact_span
+    monkeypatch.setattr(learned, "exact_span", lambda *a: calls.append(1) or exact_span(*a))
     with torch.no_grad():
         out = core(q, big, v)
         assert calls, "the fast path should hand the clamped positions to the exact one"
-        ref = dense_learned(q, big, v, core.landmark_q.detach(), core.landmark_k.detach(), 6)
+        ref = dense_reference(q, big, v, core.landmark_q.detach(), core.landmark_k.detach(), 6)
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
         assert torch.equal(out[:, :, :jump], core(q, k, v)[:, :, :jump])
 

@@ -93,8 +93,9 @@ def conv_flops(T: int, n: int, hs: int, o: dict) -> int:
 def learned_spans(Bsz: int, H: int, n_chunks: int, per_chunk: int) -> list[tuple[int, int]]:
     """(rows, chunks) of each span of design (b): the batch and then the chunks are cut so that a
     span's intermediates (rows x chunks x per_chunk numbers) fit WORK_ELEMENTS, with at most
-    MAX_SPAN_CHUNKS chunks (the rule stated in iclbench.attention.nystrom.learned_spans)."""
-    from iclbench.attention.nystrom import MAX_SPAN_CHUNKS
+    MAX_SPAN_CHUNKS chunks (the rule stated in
+    iclbench.attention._nystrom_learned.learned_spans)."""
+    from iclbench.attention._nystrom_learned import MAX_SPAN_CHUNKS
 
     budget = _blocks.WORK_ELEMENTS
     rows = max(1, budget // (n_chunks * per_chunk))
