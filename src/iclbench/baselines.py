@@ -7,6 +7,8 @@ Vector labels ``ys`` (P, n, m) (tasks with ``vector_output``) are predicted one 
 a time, (P, n, m) out, by every baseline whose ``vector_outputs`` is true; the others (the networks
 trained on the prompt, whose single read-out is the architecture being compared) declare
 themselves inapplicable to such tasks, so a config that lists them simply skips those pairs.
+A baseline applies to the tasks that carry every tag of its ``requires`` (a task's ``tags``: Lasso
+requires ``sparse``, the tree fits ``tree``), so a new task gets the baselines its tags call for.
 
 The settings of the learned baselines are the paper's (appendix A; dtsip/in-context-learning,
 ``src/models.py``): Lasso without intercept (alpha 1e-2 in the paper's tables), a greedy (CART)
@@ -29,61 +31,34 @@ import torch
 from torch import Tensor
 
 from iclbench.ood import IN_DISTRIBUTION
-from iclbench.registry import Registry, check_options
+from iclbench.registry import Configurable, Registry, above, at_least
 from iclbench.seeding import generator
-from iclbench.tasks import TASKS
+from iclbench.tasks import VECTOR_OUTPUT, has_tags
+
+#: options of the slow baselines: score only the first N prompts of each file (null: all of
+#: them), each null or an integer >= 1; a baseline that has them adds these to its ``ranges``
+PROMPT_LIMITS = {"max_prompts": at_least(1), "max_prompts_ood": at_least(1)}
 
 
-#: options of the slow baselines: score only the first N prompts of each file (null: all of them)
-PROMPT_LIMITS = ("max_prompts", "max_prompts_ood")
+class Baseline(Configurable):
+    """Base class: subclasses set ``options`` (name -> default) with their ``ranges``, the task
+    tags they ``require``, and implement ``_predict`` (scalar labels); ``predict`` handles
+    vector labels one output dimension at a time."""
 
-
-class Baseline:
-    """Base class: subclasses set ``options`` (name -> default) and implement ``_predict``
-    (scalar labels); ``predict`` handles vector labels one output dimension at a time."""
-
-    options: ClassVar[Mapping[str, Any]] = {}
-    #: the tasks this baseline is evaluated on; ``None`` means every task
-    tasks: ClassVar[tuple[str, ...] | None] = None
+    #: the task tags this baseline needs (it is evaluated on the tasks with every one of them);
+    #: empty: every task
+    requires: ClassVar[frozenset[str]] = frozenset()
     #: whether it handles vector labels (one output dimension at a time); if not, it does not
-    #: apply to tasks with ``vector_output``
+    #: apply to tasks tagged ``vector_output``
     vector_outputs: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
-        self.check_options(options)
-        self.opts: dict[str, Any] = {**self.options, **options}
-
-    #: options that must be integers >= 1 (as must the prompt limits, PROMPT_LIMITS, of the
-    #: baselines that have them), integers >= 0, numbers > 0 and numbers >= 0 (an option whose
-    #: default is None may also be null)
-    positive_ints: ClassVar[tuple[str, ...]] = ()
-    nonnegative_ints: ClassVar[tuple[str, ...]] = ()
-    positive_numbers: ClassVar[tuple[str, ...]] = ()
-    nonnegative_numbers: ClassVar[tuple[str, ...]] = ()
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        check_options(options, cls.options)
-        for key, value in options.items():
-            if value is None and key in cls.options and cls.options[key] is None:
-                continue
-            positive = key in cls.positive_ints or key in PROMPT_LIMITS
-            integer = positive or key in cls.nonnegative_ints
-            low = 1 if positive else 0
-            if integer and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
-            if key in cls.positive_numbers or key in cls.nonnegative_numbers:
-                strict = key in cls.positive_numbers
-                if (isinstance(value, bool) or not isinstance(value, (int, float))
-                        or not math.isfinite(value) or value < 0 or (strict and value == 0)):
-                    raise ValueError(f"{key} must be a number {'>' if strict else '>='} 0, "
-                                     f"got {value!r}")
+        self.opts: dict[str, Any] = self.check_options(options)
 
     @classmethod
     def applies_to(cls, task: str) -> bool:
-        if cls.tasks is not None and task not in cls.tasks:
-            return False
-        return cls.vector_outputs or not (task in TASKS and TASKS.get(task).vector_output)
+        return has_tags(task, cls.requires) and (
+            cls.vector_outputs or not has_tags(task, frozenset({VECTOR_OUTPUT})))
 
     @classmethod
     def workspace_bytes(cls, n_prompts: int, n_points: int, n_dims: int,
@@ -155,7 +130,7 @@ class NearestNeighbours(Baseline):
     """Mean ``y`` of the ``k`` nearest earlier inputs (all of them while fewer than ``k``)."""
 
     options = {"k": 3}
-    positive_ints = ("k",)
+    ranges = {"k": at_least(1)}
 
     def _predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         k = int(self.opts["k"])
@@ -206,9 +181,8 @@ class LassoBaseline(PerPromptFit):
 
     options = {"alpha": 0.01, "max_iter": 100000, "max_prompts": None,
                "max_prompts_ood": None}
-    positive_ints = ("max_iter",)
-    nonnegative_numbers = ("alpha",)
-    tasks = ("sparse_linear_regression",)
+    ranges = {"alpha": at_least(0), "max_iter": at_least(1), **PROMPT_LIMITS}
+    requires = frozenset({"sparse"})
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
         from sklearn.linear_model import Lasso
@@ -235,8 +209,8 @@ class GreedyTree(PerPromptFit):
 
     options = {"max_depth": 2, "max_prompts": None,
                "max_prompts_ood": None}
-    positive_ints = ("max_depth",)
-    tasks = ("decision_tree", "random_forest")
+    ranges = {"max_depth": at_least(1), **PROMPT_LIMITS}
+    requires = frozenset({"tree"})
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
         from sklearn.tree import DecisionTreeRegressor
@@ -256,10 +230,9 @@ class XGBoost(PerPromptFit):
 
     options = {"n_estimators": 50, "max_depth": 4, "learning_rate": 0.1, "max_prompts": None,
                "max_prompts_ood": None}
-    positive_ints = ("n_estimators",)
-    nonnegative_ints = ("max_depth",)
-    positive_numbers = ("learning_rate",)
-    tasks = ("decision_tree", "random_forest")
+    ranges = {"n_estimators": at_least(1), "max_depth": at_least(0),
+              "learning_rate": above(0), **PROMPT_LIMITS}
+    requires = frozenset({"tree"})
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
         import xgboost as xgb
@@ -278,9 +251,9 @@ class RandomForestFit(PerPromptFit):
 
     options = {"n_estimators": 100, "max_depth": None, "seed": 0, "max_prompts": None,
                "max_prompts_ood": None}
-    positive_ints = ("n_estimators", "max_depth")
-    nonnegative_ints = ("seed",)
-    tasks = ("decision_tree", "random_forest")
+    ranges = {"n_estimators": at_least(1), "max_depth": at_least(1), "seed": at_least(0),
+              **PROMPT_LIMITS}
+    requires = frozenset({"tree"})
 
     def fit_predict(self, train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray) -> float:
         from sklearn.ensemble import RandomForestRegressor
@@ -307,9 +280,8 @@ class GradientDescentNN(Baseline):
 
     options = {"hidden": 100, "lr": 5e-3, "steps": 5000, "seed": 0, "max_prompts": None,
                "max_prompts_ood": None}
-    positive_ints = ("hidden", "steps")
-    nonnegative_ints = ("seed",)
-    positive_numbers = ("lr",)
+    ranges = {"hidden": at_least(1), "steps": at_least(1), "seed": at_least(0),
+              "lr": above(0), **PROMPT_LIMITS}
     vector_outputs = False
     #: layers of weights (2: one hidden layer)
     depth: ClassVar[int] = 2
@@ -383,7 +355,7 @@ class GradientDescentNN(Baseline):
 class GradientDescent2NN(GradientDescentNN):
     """2-layer ReLU network (100 hidden) trained on the prompt (relu_2nn; the paper's)."""
 
-    tasks = ("relu_2nn",)
+    requires = frozenset({"relu_network", "two_layer"})
     depth = 2
 
 
@@ -392,5 +364,5 @@ class GradientDescent3NN(GradientDescentNN):
     """3-layer ReLU network (``hidden`` units in both hidden layers) trained on the prompt
     (relu_3nn: the task's own architecture)."""
 
-    tasks = ("relu_3nn",)
+    requires = frozenset({"relu_network", "three_layer"})
     depth = 3

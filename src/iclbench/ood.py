@@ -7,7 +7,8 @@ from the in-distribution error only through the transform. Transforms that chang
 re-evaluate the unchanged functions at the new inputs; only ``scale_y`` (and ``noisy``, whose
 labels carry noise) change the labels.
 
-The proposal's three settings apply to every task:
+A setting applies to the tasks that carry every tag of its ``requires`` (a task's ``tags``). The
+proposal's three settings apply to every task:
 
 - ``shift``: ``x <- x + c u`` for one unit vector ``u`` drawn once per (setting, task) from a seeded
   generator; the inputs' mean lies at distance ``c`` from the origin.
@@ -17,7 +18,8 @@ The proposal's three settings apply to every task:
 Garg et al. (2022, section 4 and appendix) test linear regression under five more, which
 dtsip/in-context-learning implements in ``src/eval.py`` (``build_evals``, ``gen_random_quadrants``,
 ``gen_orthogonal_train_test``), ``src/samplers.py`` (``sample_transformation``) and ``src/tasks.py``
-(``NoisyLinearRegression``). Each is generalised to a level ``c`` whose value 0 (or 1 for
+(``NoisyLinearRegression``); they require the tags ``linear`` and ``dense`` (dense linear
+regression, not its sparse variant). Each is generalised to a level ``c`` whose value 0 (or 1 for
 ``half_subspace``) is the in-distribution setting and whose paper value is given:
 
 - ``skewed``: ``x <- x T`` with ``T = U diag(l) U^T sqrt(d / sum l^2)``, ``l_i = (i + 1)^-c``,
@@ -51,8 +53,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from iclbench.registry import Registry, check_options
-from iclbench.tasks import FunctionParams, Task
+from iclbench.registry import Configurable, Registry
+from iclbench.tasks import FunctionParams, Task, has_tags
 
 #: the in-distribution setting: always evaluated, never listed under ``ood:`` in the config
 IN_DISTRIBUTION = "none"
@@ -68,12 +70,13 @@ class LevelPrompts:
     query_ys: Tensor | None = None  # (P, n)
 
 
-class Transform:
-    """Base: subclasses set ``options``, ``tasks``; override ``inputs``, ``labels`` or ``apply``."""
+class Transform(Configurable):
+    """Base: subclasses set ``options`` (with their ``ranges``) and ``requires``; override
+    ``inputs``, ``labels`` or ``apply``."""
 
-    options: ClassVar[Mapping[str, Any]] = {}
-    #: the tasks this setting applies to; ``None`` means every task
-    tasks: ClassVar[tuple[str, ...] | None] = None
+    #: the task tags this setting needs (it applies to the tasks with every one of them); empty:
+    #: every task
+    requires: ClassVar[frozenset[str]] = frozenset()
     #: True when the transform changes labels, not only inputs (the function itself is never
     #: changed: input transforms re-evaluate it at the new inputs)
     changes_labels: ClassVar[bool] = False
@@ -81,16 +84,11 @@ class Transform:
     identity_level: ClassVar[float] = 0.0
 
     def __init__(self, **options: Any) -> None:
-        self.check_options(options)
-        self.opts: dict[str, Any] = {**self.options, **options}
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        check_options(options, cls.options)
+        self.opts: dict[str, Any] = self.check_options(options)
 
     @classmethod
     def applies_to(cls, task: str) -> bool:
-        return cls.tasks is None or task in cls.tasks
+        return has_tags(task, cls.requires)
 
     def check_level(self, level: float) -> None:
         """Raise ``ValueError`` for a level outside the setting's range."""
@@ -202,14 +200,15 @@ def covariance_transform(eigenvalues: Tensor, rng: torch.Generator) -> Tensor:
     return (u * eigenvalues) @ u.T * math.sqrt(d / float(eigenvalues.square().sum()))
 
 
-LINEAR_ONLY = ("linear_regression",)
+#: the tasks Garg et al.'s settings were made for: linear regression with a dense ``w``
+DENSE_LINEAR = frozenset({"linear", "dense"})
 
 
 @OOD.register("skewed")
 class Skewed(Transform):
     """Skewed covariance: eigenvalues ``(i + 1)^-c`` in a random basis (paper: ``c = 1``)."""
 
-    tasks = LINEAR_ONLY
+    requires = DENSE_LINEAR
 
     def check_level(self, level: float) -> None:
         _at_least(level, 0.0, "the eigenvalue decay exponent must be >= 0")
@@ -226,7 +225,7 @@ class HalfSubspace(Transform):
 
     identity_level = 1.0
 
-    tasks = LINEAR_ONLY
+    requires = DENSE_LINEAR
 
     def check_level(self, level: float) -> None:
         if not 0.0 < level <= 1.0:
@@ -248,7 +247,7 @@ def _probability(level: float) -> None:
 class RandomQuadrants(Transform):
     """Examples in one random orthant per prompt, queries ``N(0, I)`` (paper: ``c = 1``)."""
 
-    tasks = LINEAR_ONLY
+    requires = DENSE_LINEAR
 
     def check_level(self, level: float) -> None:
         _probability(level)
@@ -268,7 +267,7 @@ class RandomQuadrants(Transform):
 class OrthogonalQuery(Transform):
     """Query at ``i`` orthogonal to the ``i`` earlier examples, same norm (paper: ``c = 1``)."""
 
-    tasks = LINEAR_ONLY
+    requires = DENSE_LINEAR
 
     def check_level(self, level: float) -> None:
         _probability(level)
@@ -292,7 +291,7 @@ class OrthogonalQuery(Transform):
 class Noisy(Transform):
     """Label noise of std ``c`` before renormalising Var(y) to its in-distribution value."""
 
-    tasks = LINEAR_ONLY
+    requires = DENSE_LINEAR
     changes_labels = True
 
     def check_level(self, level: float) -> None:

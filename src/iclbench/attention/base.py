@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from iclbench.registry import Registry, check_options
+from iclbench.registry import Configurable, Registry
 
 
-class Attention(nn.Module):
-    """Base class: subclasses set ``options`` (name -> default) and implement ``forward``."""
+class Attention(nn.Module, Configurable):
+    """Base class: subclasses set ``options`` (name -> default; the config may set only these,
+    ``variants.<name>.<option>``, and ``qk_norm``), optionally ``ranges``, and implement
+    ``forward``."""
 
-    #: option name -> default; the config may set only these (``variants.<name>.<option>``)
-    options: ClassVar[Mapping[str, Any]] = {}
     #: True where the variant approximates exact softmax attention (swappable into a softmax model)
     approximates_softmax: ClassVar[bool] = False
     #: True where the variant's cost grows slower than T^2 (tests fit the FLOPs exponent)
@@ -37,16 +37,16 @@ class Attention(nn.Module):
     #: N(0, 0.02) (``Decoder`` draws every parameter from its seeded generator)
     init_std: ClassVar[Mapping[str, float]] = {}
 
+    @classmethod
+    def option_defaults(cls) -> Mapping[str, Any]:
+        return {**cls.options, "qk_norm": False}
+
     def __init__(self, n_head: int, head_dim: int, **options: Any) -> None:
         super().__init__()
-        qk_norm = options.pop("qk_norm", False)
-        check_options(options, self.options)
-        if not isinstance(qk_norm, bool):
-            raise ValueError(f"qk_norm must be true or false, got {qk_norm!r}")
+        self.opts: dict[str, Any] = self.check_options(options)
         self.n_head = n_head
         self.head_dim = head_dim
-        self.opts: dict[str, Any] = {**self.options, **options, "qk_norm": qk_norm}
-        if qk_norm:
+        if self.opts["qk_norm"]:
             # "ln" in the names: the decoder initialises them to 1, like its LayerNorms
             self.ln_q = nn.Parameter(torch.ones(n_head, 1, head_dim))  # (nh, 1, hs)
             self.ln_k = nn.Parameter(torch.ones(n_head, 1, head_dim))

@@ -64,10 +64,6 @@ class CombinerAttention(Attention):
                 f"block_size must be null or an even integer >= 2 (keeps (x, y) pairs in one "
                 f"block), got {size!r}"
             )
-        if not isinstance(self.opts["log_size_bias"], bool):
-            raise ValueError(
-                f"log_size_bias must be true or false, got {self.opts['log_size_bias']!r}"
-            )
 
     @classmethod
     def workspace_numel(cls, tokens: int, head_dim: int, options: Mapping[str, Any],

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from iclbench.registry import Registry, check_options
+from iclbench.registry import Range, Registry, check_declaration, resolve_options
 
 if TYPE_CHECKING:  # plotting libraries load only when a figure is drawn
     import pandas as pd
     from matplotlib.figure import Figure as MplFigure
 
-#: options that are sizes in inches, their largest value, and the allowed dots per inch
-SIZES = ("width", "height", "panel_width", "panel_height")
+#: the largest size in inches, and the ranges of the options every figure that has them shares:
+#: sizes are positive and at most MAX_INCHES, dpi within [10, 1200] (matplotlib fails below it;
+#: above, a PNG needs gigabytes)
 MAX_INCHES = 100.0
-DPI = (10, 1200)
+_SIZE = Range(0, MAX_INCHES, open_low=True, unit=" inches")
+SHARED_RANGES: Mapping[str, Range] = {"width": _SIZE, "height": _SIZE, "panel_width": _SIZE,
+                                      "panel_height": _SIZE, "dpi": Range(10, 1200)}
 
 Draw = Callable[["Mapping[str, pd.DataFrame]", Mapping[str, Any]], "MplFigure"]
 
@@ -24,53 +26,42 @@ Draw = Callable[["Mapping[str, pd.DataFrame]", Mapping[str, Any]], "MplFigure"]
 @dataclass(frozen=True)
 class Figure:
     """A registered figure: its draw function, its options (name -> default; the config's
-    ``figures.<name>`` may set only these), the summary tables it reads and its report caption."""
+    ``figures.<name>`` may set only these) with their ranges, the summary tables it reads and its
+    report caption. Options are checked the registries' one way
+    (:func:`iclbench.registry.resolve_options`): values of their default's type, within their
+    range (:data:`SHARED_RANGES` for the sizes and ``dpi``)."""
 
     draw: Draw
     options: Mapping[str, Any]
     tables: tuple[str, ...]
     caption: str
+    ranges: Mapping[str, Range] = field(default_factory=dict)
 
-    def check_options(self, options: Mapping[str, Any]) -> None:
-        """Known names, and values of their default's type: an integer where the default is
-        one, a finite number where it is a float, true/false where it is a bool (a None default
-        takes anything the figure accepts; a string default, a string). Sizes are positive and at most :data:`MAX_INCHES`,
-        ``dpi`` within :data:`DPI` (matplotlib fails below it; above, a PNG needs gigabytes)."""
-        check_options(options, self.options)
-        for key, value in options.items():
-            default = self.options[key]
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ValueError(f"{key} must be true or false, got {value!r}")
-            elif isinstance(default, int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"{key} must be an integer, got {value!r}")
-            elif isinstance(default, str):
-                if not isinstance(value, str):
-                    raise ValueError(f"{key} must be a string, got {value!r}")
-            elif isinstance(default, float):
-                if (isinstance(value, bool) or not isinstance(value, (int, float))
-                        or not math.isfinite(value)):
-                    raise ValueError(f"{key} must be a number, got {value!r}")
-            if key == "dpi" and not DPI[0] <= value <= DPI[1]:
-                raise ValueError(f"dpi must lie in [{DPI[0]}, {DPI[1]}], got {value!r}")
-            if key in SIZES and not 0 < value <= MAX_INCHES:
-                raise ValueError(f"{key} must lie in (0, {MAX_INCHES}] inches, got {value!r}")
+    def __post_init__(self) -> None:
+        check_declaration(self.options, self.ranges,
+                          f"figure {getattr(self.draw, '__name__', self.draw)!s}")
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Raise ``ValueError`` for options the figure cannot take; return them with the
+        defaults of the rest."""
+        return resolve_options(self.options, options, self.ranges)
 
     def render(self, tables: Mapping[str, pd.DataFrame], options: Mapping[str, Any]) -> MplFigure:
-        self.check_options(options)
-        return self.draw(tables, {**self.options, **options})
+        return self.draw(tables, self.check_options(options))
 
 
 FIGURES: Registry[Figure] = Registry("figure")
 
 
-def figure(name: str, options: Mapping[str, Any], tables: tuple[str, ...],
-           caption: str) -> Callable[[Draw], Draw]:
-    """Decorator registering ``draw`` as figure ``name``."""
+def figure(name: str, options: Mapping[str, Any], tables: tuple[str, ...], caption: str,
+           ranges: Mapping[str, Range] | None = None) -> Callable[[Draw], Draw]:
+    """Decorator registering ``draw`` as figure ``name``; its options' ranges are ``ranges``
+    over :data:`SHARED_RANGES` (those of its options)."""
+    shared = {key: bounds for key, bounds in SHARED_RANGES.items() if key in options}
 
     def decorate(draw: Draw) -> Draw:
-        FIGURES.register(name)(Figure(draw, dict(options), tables, caption))
+        FIGURES.register(name)(Figure(draw, dict(options), tables, caption,
+                                      {**shared, **(ranges or {})}))
         return draw
 
     return decorate

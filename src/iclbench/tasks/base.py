@@ -9,6 +9,10 @@ Most tasks have scalar outputs: ``evaluate`` returns ``ys`` (B, n). A task with 
 returns (B, n, m) with ``m = out_dims`` (a MuJoCo system's next state); its normaliser is then the
 in-distribution Var of each output coordinate, so the error (the mean over output dimensions of the
 squared error, divided by it) scores 1 for "always predict 0" as for every task.
+
+A task declares ``tags``, the properties of its function class that baselines and OOD settings
+match on (their ``requires``; :func:`has_tags`) rather than on task names, and its options the
+registries' one way (``options`` and ``ranges``: :func:`iclbench.registry.resolve_options`).
 """
 
 from __future__ import annotations
@@ -20,23 +24,40 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from iclbench.registry import Registry, check_options
+from iclbench.registry import Configurable, Registry
 
 FunctionParams = dict[str, Tensor]
 
 
-class Task(ABC):
-    """A function class over ``n_dims``-dimensional inputs with scalar (or vector) outputs."""
+#: the tag of tasks whose ``evaluate`` returns vectors (B, n, out_dims) rather than scalars (B, n)
+VECTOR_OUTPUT = "vector_output"
 
-    #: option name -> default; the config may set only these (``tasks.<name>.<option>``)
-    options: ClassVar[Mapping[str, Any]] = {}
-    #: True if ``evaluate`` returns vectors (B, n, out_dims) rather than scalars (B, n)
+
+class Task(ABC, Configurable):
+    """A function class over ``n_dims``-dimensional inputs with scalar (or vector) outputs.
+
+    ``options`` (name -> default; the config's ``tasks.<name>.options`` may set only these) and
+    ``ranges`` are checked when a task is built; ``tags`` name what the function class is
+    (``linear``, ``tree``, ...), for the baselines and OOD settings that apply to it."""
+
+    #: properties of the function class that baselines and OOD settings require (their
+    #: ``requires``); :data:`VECTOR_OUTPUT` for vector labels
+    tags: ClassVar[frozenset[str]] = frozenset()
+    #: True if ``evaluate`` returns vectors (B, n, out_dims) rather than scalars (B, n): set from
+    #: the :data:`VECTOR_OUTPUT` tag (declare the tag, not this)
     vector_output: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        tagged = VECTOR_OUTPUT in cls.tags
+        if cls.__dict__.get("vector_output", tagged) != tagged:
+            raise TypeError(f"{cls.__qualname__}: vector_output comes from the "
+                            f"{VECTOR_OUTPUT!r} tag; declare that in tags")
+        cls.vector_output = tagged
+
     def __init__(self, n_dims: int, **options: Any) -> None:
-        check_options(options, self.options)
         self.n_dims = n_dims
-        self.opts: dict[str, Any] = {**self.options, **options}
+        self.opts: dict[str, Any] = self.check_options(options)
 
     @abstractmethod
     def sample_functions(
@@ -81,6 +102,12 @@ TASKS: Registry[type[Task]] = Registry("task")
 
 def build_task(name: str, n_dims: int, options: Mapping[str, Any] | None = None) -> Task:
     return TASKS.get(name)(n_dims, **dict(options or {}))
+
+
+def has_tags(task: str, tags: frozenset[str]) -> bool:
+    """Whether task ``task`` carries every one of ``tags`` (a name not registered carries none):
+    the test of a baseline's or OOD setting's ``requires``."""
+    return tags <= (TASKS.get(task).tags if task in TASKS else frozenset())
 
 
 def sample_inputs(

@@ -18,24 +18,21 @@ import math
 import torch
 from torch import Tensor
 
+from iclbench.registry import at_least
 from iclbench.tasks.base import TASKS, FunctionParams, Task
 from iclbench.tasks.tree import DecisionTree
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
 @TASKS.register("random_forest")
 class RandomForest(Task):
+    tags = frozenset({"tree", "forest"})
     options = {"n_trees": 5, "depth": 3}
+    ranges = {"n_trees": at_least(1), "depth": at_least(1)}
 
     def __init__(self, n_dims: int, **options: object) -> None:
         super().__init__(n_dims, **options)
-        self.n_trees = _positive_int("n_trees", self.opts["n_trees"])
-        self.tree = DecisionTree(n_dims, depth=_positive_int("depth", self.opts["depth"]))
+        self.n_trees: int = self.opts["n_trees"]
+        self.tree = DecisionTree(n_dims, depth=self.opts["depth"])
 
     def sample_functions(
         self, batch_size: int, active_dims: int, generator: torch.Generator

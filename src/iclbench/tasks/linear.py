@@ -14,7 +14,7 @@ from iclbench.tasks.base import TASKS, FunctionParams, Task
 
 @TASKS.register("linear_regression")
 class LinearRegression(Task):
-    options = {}
+    tags = frozenset({"linear", "dense"})
 
     def sample_functions(
         self, batch_size: int, active_dims: int, generator: torch.Generator
@@ -33,11 +33,13 @@ class LinearRegression(Task):
 
 @TASKS.register("sparse_linear_regression")
 class SparseLinearRegression(LinearRegression):
+    tags = frozenset({"linear", "sparse"})
     options = {"sparsity": 3}
 
     def __init__(self, n_dims: int, **options: object) -> None:
         super().__init__(n_dims, **options)
-        if not 1 <= int(self.opts["sparsity"]) <= n_dims:
+        # its range depends on n_dims, so it is checked here rather than declared in ranges
+        if not 1 <= self.opts["sparsity"] <= n_dims:
             raise ValueError(
                 f"sparsity must lie in [1, n_dims={n_dims}], "
                 f"got {self.opts['sparsity']}"

@@ -41,8 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from iclbench.registry import Range, at_least
 from iclbench.seeding import generator as named_generator
-from iclbench.tasks.base import TASKS, FunctionParams, Task
+from iclbench.tasks.base import TASKS, VECTOR_OUTPUT, FunctionParams, Task
 
 #: the system: inertials written explicitly, so overwriting them per prompt is all there is
 CARTPOLE_XML = """
@@ -174,8 +175,10 @@ def output_scale(timestep: float, frame_skip: int, residual: bool) -> tuple[floa
 
 @TASKS.register("mujoco_dynamics")
 class MujocoDynamics(Task):
+    tags = frozenset({"dynamics", VECTOR_OUTPUT})
     options = {"timestep": 0.01, "frame_skip": 5, "residual": True}
-    vector_output = True
+    ranges = {"timestep": Range(0, 0.05, open_low=True, unit=" seconds"),
+              "frame_skip": at_least(1)}
 
     def __init__(self, n_dims: int, **options: object) -> None:
         super().__init__(n_dims, **options)
@@ -183,17 +186,9 @@ class MujocoDynamics(Task):
         if n_dims < need:
             raise ValueError(f"mujoco_dynamics needs n_dims >= {need} (cart-pole state "
                              f"{STATE_DIMS} + action {ACTION_DIMS}), got n_dims={n_dims}")
-        frame_skip, timestep = self.opts["frame_skip"], self.opts["timestep"]
-        if isinstance(frame_skip, bool) or not isinstance(frame_skip, int) or frame_skip < 1:
-            raise ValueError(f"frame_skip must be an integer >= 1, got {frame_skip!r}")
-        if isinstance(timestep, bool) or not isinstance(timestep, (int, float)) \
-                or not 0 < timestep <= 0.05:
-            raise ValueError(f"timestep must be a number in (0, 0.05] seconds, got {timestep!r}")
-        if not isinstance(self.opts["residual"], bool):
-            raise ValueError(f"residual must be true or false, got {self.opts['residual']!r}")
-        self.timestep, self.frame_skip = float(timestep), frame_skip
+        self.timestep, self.frame_skip = float(self.opts["timestep"]), self.opts["frame_skip"]
         self.residual: bool = self.opts["residual"]
-        self.scale = np.array(output_scale(self.timestep, frame_skip, self.residual))
+        self.scale = np.array(output_scale(self.timestep, self.frame_skip, self.residual))
         self._sim: CartPoleSimulator | None = None
 
     @property

@@ -13,17 +13,15 @@ import math
 import torch
 from torch import Tensor
 
+from iclbench.registry import at_least
 from iclbench.tasks.base import TASKS, FunctionParams, Task
 
 
 @TASKS.register("relu_2nn")
 class Relu2NN(Task):
+    tags = frozenset({"relu_network", "two_layer"})
     options = {"hidden": 100}
-
-    def __init__(self, n_dims: int, **options: object) -> None:
-        super().__init__(n_dims, **options)
-        if int(self.opts["hidden"]) < 1:
-            raise ValueError(f"hidden must be >= 1, got {self.opts['hidden']}")
+    ranges = {"hidden": at_least(1)}
 
     def sample_functions(
         self, batch_size: int, active_dims: int, generator: torch.Generator
@@ -66,6 +64,8 @@ class Relu3NN(Relu2NN):
     over ``r`` units doubles it back; so ``E[h_k^2] = d`` and, the same way, ``Var(y) = d``, as for
     ``relu_2nn`` (He scaling). Errors are divided by ``d``.
     """
+
+    tags = frozenset({"relu_network", "three_layer"})
 
     def sample_functions(
         self, batch_size: int, active_dims: int, generator: torch.Generator

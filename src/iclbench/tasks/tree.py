@@ -10,17 +10,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from iclbench.registry import at_least
 from iclbench.tasks.base import TASKS, FunctionParams, Task
 
 
 @TASKS.register("decision_tree")
 class DecisionTree(Task):
+    tags = frozenset({"tree"})
     options = {"depth": 4}
-
-    def __init__(self, n_dims: int, **options: object) -> None:
-        super().__init__(n_dims, **options)
-        if int(self.opts["depth"]) < 1:
-            raise ValueError(f"depth must be >= 1, got {self.opts['depth']}")
+    ranges = {"depth": at_least(1)}
 
     def sample_functions(
         self, batch_size: int, active_dims: int, generator: torch.Generator
