@@ -238,19 +238,20 @@ class HalfSubspace(Transform):
         return xs @ covariance_transform(eig, rng).to(xs.dtype)
 
 
-def _probability(level: float) -> None:
-    if not 0.0 <= level <= 1.0:
-        raise ValueError(f"level {level} out of range: must lie in [0, 1]")
-
-
-@OOD.register("random_quadrants")
-class RandomQuadrants(Transform):
-    """Examples in one random orthant per prompt, queries ``N(0, I)`` (paper: ``c = 1``)."""
+class _ShareOfPrompts(Transform):
+    """A setting whose level is the share of examples it changes, in [0, 1], on dense linear
+    regression (the paper's random quadrants and orthogonal queries)."""
 
     requires = DENSE_LINEAR
 
     def check_level(self, level: float) -> None:
-        _probability(level)
+        if not 0.0 <= level <= 1.0:
+            raise ValueError(f"level {level} out of range: must lie in [0, 1]")
+
+
+@OOD.register("random_quadrants")
+class RandomQuadrants(_ShareOfPrompts):
+    """Examples in one random orthant per prompt, queries ``N(0, I)`` (paper: ``c = 1``)."""
 
     def apply(
         self, task: Task, params: FunctionParams, xs: Tensor, level: float, rng: torch.Generator
@@ -264,13 +265,8 @@ class RandomQuadrants(Transform):
 
 
 @OOD.register("orthogonal_query")
-class OrthogonalQuery(Transform):
+class OrthogonalQuery(_ShareOfPrompts):
     """Query at ``i`` orthogonal to the ``i`` earlier examples, same norm (paper: ``c = 1``)."""
-
-    requires = DENSE_LINEAR
-
-    def check_level(self, level: float) -> None:
-        _probability(level)
 
     def apply(
         self, task: Task, params: FunctionParams, xs: Tensor, level: float, rng: torch.Generator

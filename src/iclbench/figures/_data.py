@@ -17,12 +17,21 @@ log = logging.getLogger(__name__)
 LAST = -1
 
 
-def errors(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def errors(tables: Mapping[str, pd.DataFrame], ood: str | None = None,
+           figure: str = "") -> pd.DataFrame:
     """``icl_errors`` over training seeds: one row per model, mode, setting and k, its interval
-    covering both the seeds and the prompts (:func:`iclbench.summary.over_seeds`)."""
+    covering both the seeds and the prompts (:func:`iclbench.summary.over_seeds`). With ``ood``,
+    the rows of that setting only (a figure's ``ood`` option): none is an error naming ``figure``.
+    """
     from iclbench.summary import over_seeds
 
-    return over_seeds(tables["icl_errors"])
+    df = over_seeds(tables["icl_errors"])
+    if ood is None:
+        return df
+    df = df[df["ood"] == ood]
+    if df.empty:
+        raise ValueError(f"figures.{figure}: no rows with ood == {ood!r}")
+    return df
 
 
 def at_examples(df: pd.DataFrame, k: int, figure: str, why: str = "") -> pd.DataFrame:

@@ -28,10 +28,7 @@ if TYPE_CHECKING:
 def errors_at_k(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
     import seaborn as sns
 
-    df = errors(tables)
-    df = df[df["ood"] == opts["ood"]]
-    if df.empty:
-        raise ValueError(f"figures.errors_at_k: no rows with ood == {opts['ood']!r}")
+    df = errors(tables, opts["ood"], "errors_at_k")
     k = int(opts["n_examples"])
     df = with_labels(at_examples(df, k, "errors_at_k"))
     bars = df.groupby(["task", "label"], as_index=False)[["error", "error_lo", "error_hi"]].mean()

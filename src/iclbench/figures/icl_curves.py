@@ -26,10 +26,7 @@ if TYPE_CHECKING:
     ),
 )
 def icl_curves(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
-    df = errors(tables)
-    df = df[df["ood"] == opts["ood"]]
-    if df.empty:
-        raise ValueError(f"figures.icl_curves: no rows with ood == {opts['ood']!r}")
+    df = errors(tables, opts["ood"], "icl_curves")
     fig, axes, per_task, labels = curve_panels(with_labels(df), "n_examples",
                                                opts["panel_width"], opts["panel_height"], False)
     for ax, (task, _) in zip(axes, per_task):

@@ -33,10 +33,7 @@ MARKS = {"trained": ("o", -0.2, "tab:blue"), "finetuned": ("s", 0.0, "tab:green"
     ),
 )
 def variants(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
-    df = errors(tables)
-    df = df[df["ood"] == opts["ood"]]
-    if df.empty:
-        raise ValueError(f"figures.variants: no rows with ood == {opts['ood']!r}")
+    df = errors(tables, opts["ood"], "variants")
     k = int(opts["n_examples"])
     df = at_examples(df, k, "variants")
     points = (df[df["kind"] == "transformer"]
