@@ -86,12 +86,16 @@ def test_the_plan_holds_what_the_registries_say(smoke_config) -> None:
     plan = gather(smoke_config)
     assert isinstance(plan, Plan)
     for task in smoke_config["tasks"]:
-        assert plan.baselines[task] == [b for b in smoke_config["baselines"]
+        assert plan.baselines[task] == [b for b in sorted(smoke_config["baselines"])
                                         if BASELINES.get(b).applies_to(task)]
         assert plan.oods[task][0] == "none"
         assert set(plan.oods[task][1:]) == {o for o in smoke_config["ood"]
                                             if OOD.get(o).applies_to(task)}
     assert set(plan.oods["linear_regression"]) > set(plan.oods["decision_tree"])
+    # in the sorted config's order, as the rules read it: a reordered YAML file changes nothing
+    assert plan.oods["linear_regression"][1:] == sorted(plan.oods["linear_regression"][1:])
+    reordered = {**smoke_config, "ood": dict(reversed(smoke_config["ood"].items()))}
+    assert gather(reordered) == plan
     for fig in smoke_config["figures"]:
         assert plan.figure_tables[fig] == list(FIGURES.get(fig).tables)
         assert plan.figure_captions[fig] == FIGURES.get(fig).caption

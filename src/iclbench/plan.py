@@ -42,11 +42,14 @@ class Plan:
 
 
 def gather(raw: Mapping[str, Any]) -> Plan:
-    """The plan of a checked config (imports the registries, hence torch)."""
+    """The plan of a checked config (imports the registries, hence torch), its lists in the
+    order of the sorted config that the rules read (:func:`~iclbench.config.canonical`)."""
     from iclbench.baselines import BASELINES
+    from iclbench.config import canonical
     from iclbench.figures import FIGURES
     from iclbench.ood import IN_DISTRIBUTION, OOD
 
+    raw = canonical(raw)
     tasks = list(raw["tasks"])
     return Plan(
         baselines={t: [b for b in raw["baselines"] if BASELINES.get(b).applies_to(t)]
