@@ -21,12 +21,12 @@ import torch.nn.functional as F
 
 from iclbench.analysis import crossovers, fitted_exponent
 from iclbench.attention import ATTENTION, _blocks, build_attention
-from iclbench.config import ConfigError, check
+from iclbench.config import ConfigError, ProfileConfig, check
 from iclbench.figures import FIGURES
 from iclbench.jobs import aggregate_profile, profile_model
 from iclbench.model import ModelSpec
 from iclbench.profiling import (
-    FLOP_FORMULAS, ProfileSpec, build_model, count_flops, warm_up, profile_variant,
+    FLOP_FORMULAS, build_model, count_flops, warm_up, profile_variant,
 )
 from iclbench.results import PROFILE, read_parquet
 from iclbench.variants import EXTRA_VARIANTS
@@ -311,7 +311,7 @@ def test_rows_complete_for_every_variant(smoke_config: dict, tmp_path: Path) -> 
     smoke_config["swapped"] = {n: options(n, "swapped") for n in names}
     check(smoke_config)
     params = _tiny_params(smoke_config)
-    grid = ProfileSpec.from_dict(params["profile"], params["train_tokens"]).grid()
+    grid = ProfileConfig.from_dict(params["profile"], params["train_tokens"]).grid()
     outputs = []
     for mode in ("trained", "swapped"):
         for name in names:
@@ -346,9 +346,10 @@ def test_warm_up_calls_at_least_once_and_until_the_time_is_spent() -> None:
 
 
 def test_grid_caps_batch_tokens_but_keeps_every_length() -> None:
-    spec = ProfileSpec.from_dict({"context_tokens": [128, 8192], "batch_sizes": [64, 1],
-                                  "max_batch_tokens": 8192, "min_run_time": 0.1, "replicates": 3,
-                                  "warmup": 0, "dtype": "float32", "device": "cpu"}, [22])
+    spec = ProfileConfig.from_dict({"context_tokens": [128, 8192], "batch_sizes": [64, 1],
+                                    "max_batch_tokens": 8192, "min_run_time": 0.1,
+                                    "replicates": 3, "warmup": 0, "dtype": "float32",
+                                    "device": "cpu"}, [22])
     assert spec.grid() == [(1, 22), (64, 22), (1, 128), (64, 128), (1, 8192)]
 
 
@@ -365,10 +366,10 @@ def test_bad_profile_config_names_the_key(smoke_config: dict, key: str, value: o
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_profile_synchronises_and_measures_memory() -> None:
-    spec = ProfileSpec.from_dict({"context_tokens": [64, 256], "batch_sizes": [1],
-                                  "max_batch_tokens": 256, "min_run_time": 0.05, "replicates": 3,
-                                  "warmup": 0.2,
-                                  "dtype": "float32", "device": "cuda"})
+    spec = ProfileConfig.from_dict({"context_tokens": [64, 256], "batch_sizes": [1],
+                                    "max_batch_tokens": 256, "min_run_time": 0.05,
+                                    "replicates": 3, "warmup": 0.2, "dtype": "float32",
+                                    "device": "cuda"})
     df = profile_variant("softmax", "trained", {}, SPEC, spec, torch.device("cuda"), 1)
     assert (df["device"].str.startswith("cuda")).all()
     assert (df["mem_method"] == "cuda_max_memory_allocated").all()

@@ -35,6 +35,7 @@ from typing import Any
 from iclbench.config import (
     ConfigError,
     ModelRun,
+    ProfileConfig,
     finetune_tasks,
     finetune_train,
     model_runs,
@@ -326,10 +327,8 @@ def _inference(raw: Mapping[str, Any], tokens: int, variant: str, options: Mappi
 
 
 def _profiles(raw: Mapping[str, Any]) -> Iterable[Estimate]:
-    from iclbench.profiling import ProfileSpec
-
     train_tokens = [prompt_tokens(int(t["n_points"])) for t in raw["tasks"].values()]
-    prof = ProfileSpec.from_dict(raw["profile"], train_tokens)
+    prof = ProfileConfig.from_dict(raw["profile"], train_tokens)
     longest = max(prof.context_tokens)
     runs = [("trained", "variants", v) for v in raw["variants"]]
     runs += [("swapped", "swapped", v) for v in raw["swapped"]]

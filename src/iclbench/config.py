@@ -15,7 +15,7 @@ holds) are defined here once.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,6 +227,47 @@ class OODConfig:
         return cls(name, tuple(float(c) for c in raw["levels"]), dict(raw.get("options") or {}))
 
 
+#: the number formats the profiler times models in (torch dtypes by name)
+PROFILE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """The ``profile`` section: what to measure, its context lengths joined by the tasks'
+    training lengths (``train_tokens``)."""
+
+    context_tokens: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    max_batch_tokens: int
+    min_run_time: float
+    replicates: int
+    dtype: str
+    device: str
+    warmup: float  # seconds of untimed forwards before each measurement
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], train_tokens: Iterable[int] = ()) -> ProfileConfig:
+        tokens = sorted({int(t) for t in raw["context_tokens"]} | {int(t) for t in train_tokens})
+        odd = [t for t in tokens if t % 2]
+        if odd:
+            raise ConfigError(f"profile.context_tokens: {odd} odd; a prompt is (x, y) token pairs")
+        if raw["dtype"] not in PROFILE_DTYPES:
+            raise ConfigError(f"profile.dtype: {raw['dtype']!r}; known are: "
+                              f"{', '.join(PROFILE_DTYPES)}")
+        return cls(tuple(tokens), tuple(sorted({int(b) for b in raw["batch_sizes"]})),
+                   int(raw["max_batch_tokens"]), float(raw["min_run_time"]),
+                   int(raw["replicates"]), str(raw["dtype"]), str(raw["device"]),
+                   float(raw["warmup"]))
+
+    def grid(self) -> list[tuple[int, int]]:
+        """(batch, tokens) pairs: batch x tokens within the cap; each length at least once."""
+        pairs = []
+        for t in self.context_tokens:
+            batches = [b for b in self.batch_sizes if b * t <= self.max_batch_tokens]
+            pairs += [(b, t) for b in batches or self.batch_sizes[:1]]
+        return pairs
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, checked configuration."""
@@ -243,7 +284,7 @@ class Config:
     eval: EvalConfig
     baselines: Mapping[str, Mapping[str, Any]]
     figures: Mapping[str, Mapping[str, Any]]
-    profile: Mapping[str, Any]
+    profile: ProfileConfig
     ood: Mapping[str, OODConfig] = field(default_factory=dict)
 
     @classmethod
@@ -260,12 +301,13 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     (which a config that reaches the DAG has passed)."""
     try:
         n_dims = int(raw["n_dims"])
+        tasks = {name: TaskConfig.from_dict(name, t) for name, t in raw["tasks"].items()}
         return Config(
             seeds=tuple(int(s) for s in raw["seeds"]),
             n_dims=n_dims,
             device=str(raw["device"]),
             threads=int(raw["threads"]),
-            tasks={name: TaskConfig.from_dict(name, t) for name, t in raw["tasks"].items()},
+            tasks=tasks,
             variants={k: _options(v) for k, v in raw["variants"].items()},
             swapped={k: _options(v) for k, v in raw["swapped"].items()},
             model=ModelConfig.from_dict(raw["model"]),
@@ -273,7 +315,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
             eval=EvalConfig.from_dict(raw["eval"]),
             baselines={k: _options(v) for k, v in raw["baselines"].items()},
             figures={k: _options(v) for k, v in raw["figures"].items()},
-            profile=dict(raw["profile"]),
+            profile=ProfileConfig.from_dict(raw["profile"], [t.tokens for t in tasks.values()]),
             ood={k: OODConfig.from_dict(k, v) for k, v in raw["ood"].items()},
         )
     except KeyError as err:
@@ -458,14 +500,7 @@ def _wrap(build: Any, where: str, meta: bool = False) -> None:
 
 
 def _check_profile(cfg: Config) -> None:
-    from iclbench.profiling import ProfileSpec
-
-    train_tokens = [t.tokens for t in cfg.tasks.values()]
-    try:
-        ProfileSpec.from_dict(cfg.profile, train_tokens)
-    except ValueError as err:  # the message names the key
-        raise ConfigError(str(err)) from None
-    _check_device(str(cfg.profile["device"]), "profile.device")
+    _check_device(cfg.profile.device, "profile.device")
 
 
 def _check_device(device: str, key: str = "device") -> None:

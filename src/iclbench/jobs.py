@@ -18,7 +18,14 @@ import pandas as pd
 import torch
 
 from iclbench import storage
-from iclbench.config import EvalConfig, ModelConfig, TaskConfig, TrainConfig, resolve_device
+from iclbench.config import (
+    EvalConfig,
+    ModelConfig,
+    ProfileConfig,
+    TaskConfig,
+    TrainConfig,
+    resolve_device,
+)
 from iclbench.curriculum import Curriculum
 from iclbench.evaluate import (
     evaluate,
@@ -301,9 +308,9 @@ def profile_model(
     variant: str, mode: str, params: Mapping[str, Any], threads: int, output: str | Path,
 ) -> None:
     """Forward FLOPs, latency and peak memory of one variant across the profile grid."""
-    from iclbench.profiling import ProfileSpec, profile_variant
+    from iclbench.profiling import profile_variant
 
-    spec = ProfileSpec.from_dict(params["profile"], params["train_tokens"])
+    spec = ProfileConfig.from_dict(params["profile"], params["train_tokens"])
     model_cfg = ModelConfig.from_dict(params["model"])
     base = ModelSpec(int(params["n_dims"]), max(spec.context_tokens), model_cfg.n_embd,
                      model_cfg.n_layer, model_cfg.n_head)

@@ -43,7 +43,7 @@ import logging
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 # the analysis of the profile table moved to iclbench.analysis (which needs no torch); its names
 # stay importable from here
 from iclbench.analysis import crossovers, fitted_exponent, label  # noqa: F401
+from iclbench.config import PROFILE_DTYPES, ProfileConfig
 from iclbench.model import Decoder, ModelSpec, load_model
 from iclbench.seeding import generator
 from iclbench.variants import get_variant
@@ -64,7 +65,7 @@ from iclbench.variants import get_variant
 log = logging.getLogger(__name__)
 
 MODES = ("trained", "swapped")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in PROFILE_DTYPES}
 
 # ---------------------------------------------------------------------------------------------
 # FLOPs
@@ -371,41 +372,6 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[int, str]:
 # the sweep
 
 
-@dataclass(frozen=True)
-class ProfileSpec:
-    """What to measure (the config's ``profile:`` section plus the tasks' training lengths)."""
-
-    context_tokens: tuple[int, ...]
-    batch_sizes: tuple[int, ...]
-    max_batch_tokens: int
-    min_run_time: float
-    replicates: int
-    dtype: str
-    device: str
-    warmup: float  # seconds of untimed forwards before each measurement
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], train_tokens: Iterable[int] = ()) -> ProfileSpec:
-        tokens = sorted({int(t) for t in raw["context_tokens"]} | {int(t) for t in train_tokens})
-        odd = [t for t in tokens if t % 2]
-        if odd:
-            raise ValueError(f"profile.context_tokens: {odd} odd; a prompt is (x, y) token pairs")
-        if raw["dtype"] not in DTYPES:
-            raise ValueError(f"profile.dtype: {raw['dtype']!r}; known are: {', '.join(DTYPES)}")
-        return cls(tuple(tokens), tuple(sorted({int(b) for b in raw["batch_sizes"]})),
-                   int(raw["max_batch_tokens"]), float(raw["min_run_time"]),
-                   int(raw["replicates"]), str(raw["dtype"]), str(raw["device"]),
-                   float(raw["warmup"]))
-
-    def grid(self) -> list[tuple[int, int]]:
-        """(batch, tokens) pairs: batch x tokens within the cap; each length at least once."""
-        pairs = []
-        for t in self.context_tokens:
-            batches = [b for b in self.batch_sizes if b * t <= self.max_batch_tokens]
-            pairs += [(b, t) for b in batches or self.batch_sizes[:1]]
-        return pairs
-
-
 def build_model(variant: str, mode: str, options: Mapping[str, Any], base: ModelSpec,
                 device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
     """The model that evaluation would run, with random weights.
@@ -438,8 +404,8 @@ def _infer(net: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 
 
 def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: ModelSpec,
-                    spec: ProfileSpec, device: torch.device, threads: int) -> pd.DataFrame:
-    """One row per (batch, tokens) of :meth:`ProfileSpec.grid` (columns: ``results.PROFILE``).
+                    spec: ProfileConfig, device: torch.device, threads: int) -> pd.DataFrame:
+    """One row per (batch, tokens) of :meth:`ProfileConfig.grid` (columns: ``results.PROFILE``).
 
     Sets ``threads`` and keeps malloc from returning memory (:mod:`iclbench.runtime`) first."""
     from iclbench.runtime import keep_freed_memory
