@@ -43,6 +43,7 @@ from iclbench.attention._nystrom_learned import (
 )
 from iclbench.attention._nystrom_segments import segments_attention
 from iclbench.attention.base import ATTENTION, Attention
+from iclbench.registry import at_least
 
 SOURCES = ("segments", "learned")
 
@@ -51,16 +52,13 @@ SOURCES = ("segments", "learned")
 class NystromAttention(Attention):
     options = {"landmarks": 8, "pinv_iterations": 6, "conv_kernel": 0,
                "landmarks_source": "segments", "chunk": 32, "pinv": "iterative"}
+    ranges = {"landmarks": at_least(1), "pinv_iterations": at_least(0),
+              "conv_kernel": at_least(0), "chunk": at_least(1)}
     approximates_softmax = True
     init_std = {"landmark_q": LANDMARK_INIT_STD, "landmark_k": LANDMARK_INIT_STD}
 
     def __init__(self, n_head: int, head_dim: int, **options: object) -> None:
         super().__init__(n_head, head_dim, **options)
-        for key, low in (("landmarks", 1), ("pinv_iterations", 0), ("conv_kernel", 0),
-                         ("chunk", 1)):
-            val = self.opts[key]
-            if isinstance(val, bool) or not isinstance(val, int) or val < low:
-                raise ValueError(f"{key} must be an integer >= {low}, got {val!r}")
         if self.opts["pinv"] not in ("iterative", "exact"):
             raise ValueError(f"pinv must be iterative or exact, got {self.opts['pinv']!r}")
         source = self.opts["landmarks_source"]
