@@ -35,13 +35,14 @@ from typing import Any
 from iclbench.config import (
     ConfigError,
     ModelRun,
-    ProfileConfig,
     finetune_tasks,
     finetune_train,
     model_runs,
+    parse_config,
     prompt_tokens,
     task_train,
     task_variants,
+    train_key,
 )
 
 #: resident memory of a job before it holds any data: Python, torch, NumPy, pandas, scikit-learn
@@ -155,7 +156,7 @@ def estimates(raw: Mapping[str, Any]) -> Iterable[Estimate]:
             yield Estimate("train_model", f"{name}/{variant}",
                            _training(raw, prompts, variant, raw["variants"][variant],
                                      task_train(raw, name), f"variants.{variant}",
-                                     _train_key(raw, name, "batch_size")))
+                                     train_key(raw, name, "batch_size")))
         if name in finetune_tasks(raw):
             for variant in raw.get("finetuned") or {}:
                 options = raw["finetuned"][variant] or {}
@@ -327,8 +328,7 @@ def _inference(raw: Mapping[str, Any], tokens: int, variant: str, options: Mappi
 
 
 def _profiles(raw: Mapping[str, Any]) -> Iterable[Estimate]:
-    train_tokens = [prompt_tokens(int(t["n_points"])) for t in raw["tasks"].values()]
-    prof = ProfileConfig.from_dict(raw["profile"], train_tokens)
+    prof = parse_config(raw).profile
     longest = max(prof.context_tokens)
     runs = [("trained", "variants", v) for v in raw["variants"]]
     runs += [("swapped", "swapped", v) for v in raw["swapped"]]
@@ -355,8 +355,3 @@ def _profiles(raw: Mapping[str, Any]) -> Iterable[Estimate]:
                 worst = est
         if worst is not None:
             yield worst
-
-
-def _train_key(raw: Mapping[str, Any], task: str, key: str) -> str:
-    own = raw["tasks"][task].get("train") or {}
-    return f"tasks.{task}.train.{key}" if key in own else f"train.{key}"

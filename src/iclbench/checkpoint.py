@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, load_file, safe_open, save, save_file
+from safetensors.torch import load, save, save_file
 
+from iclbench.metadata import KEY, read_metadata
 from iclbench.results import write_with
 from iclbench.storage import is_url, read_bytes, write_bytes_atomic
 
@@ -59,7 +60,7 @@ def save_checkpoint(path: str | Path, state: TrainState, config_fingerprint: str
         "param_groups": state.optimiser["param_groups"],
         "log_rows": state.log_rows,
     }
-    metadata = {"iclbench": json.dumps(meta)}
+    metadata = {KEY: json.dumps(meta)}
     if is_url(path):
         write_bytes_atomic(str(path), save(tensors, metadata=metadata))
     else:
@@ -67,7 +68,8 @@ def save_checkpoint(path: str | Path, state: TrainState, config_fingerprint: str
 
 
 def _metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file held in memory (8-byte header length, header)."""
+    """The ``__metadata__`` of a safetensors file's bytes (8-byte header length, then the JSON
+    header); ``safetensors.torch.load`` reads the tensors of the same bytes."""
     if len(data) < 8:
         raise ValueError("shorter than a safetensors header")
     n = int.from_bytes(data[:8], "little")
@@ -85,15 +87,10 @@ def load_checkpoint(
     """Read a checkpoint (a local path or a URL); raises ``ValueError`` naming the file if it is
     corrupt or belongs to a different configuration."""
     try:
-        if is_url(path):
-            data = read_bytes(str(path))
-            meta = json.loads(_metadata(data)["iclbench"])
-            tensors = load(data)
-        else:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {})["iclbench"])
-            tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, KeyError, ValueError) as err:
+        data = read_bytes(path)
+        meta = read_metadata(_metadata(data), ValueError)
+        tensors = load(data)
+    except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{path}: corrupt or truncated checkpoint ({err}); delete it to restart "
                          "training from scratch") from None
     if meta.get("format") != FORMAT:

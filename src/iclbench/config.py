@@ -92,6 +92,13 @@ def task_variants(raw: Mapping[str, Any], task: str) -> list[str]:
     return [v for v in raw["variants"] if chosen is None or v in chosen]
 
 
+def train_key(raw: Mapping[str, Any], task: str, key: str) -> str:
+    """The config key that sets ``key`` of the section training ``task`` (for messages):
+    ``tasks.<task>.train.<key>`` where the task sets it, else ``train.<key>``."""
+    own = raw["tasks"][task].get("train") or {}
+    return f"tasks.{task}.train.{key}" if key in own else f"train.{key}"
+
+
 #: keys of the ``finetune:`` section that are not train keys
 FINETUNE_ONLY = ("curve_every", "curve_prompts")
 
@@ -368,7 +375,7 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
               f"variants.{name}", meta=True)
     for name in cfg.tasks:  # what each variant needs of its task's steps (int8: start_step)
         steps = int(task_train(raw, name)["steps"])
-        key = f"tasks.{name}.train.steps" if "steps" in cfg.tasks[name].train else "train.steps"
+        key = train_key(raw, name, "steps")
         for variant in task_variants(raw, name):
             _check_steps(variant, cfg.variants[variant], steps, f"variants.{variant}", key)
     if cfg.swapped and not base_tasks(raw):
@@ -385,7 +392,7 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
         _wrap(lambda: BASELINES.get(name).check_options(opts), f"baselines.{name}")
     for name, opts in cfg.figures.items():
         _wrap(lambda: FIGURES.get(name).check_options(opts), f"figures.{name}")
-    _check_profile(cfg)
+    _check_device(cfg.profile.device, "profile.device")
     if IN_DISTRIBUTION in cfg.ood:
         raise ConfigError(f"ood.{IN_DISTRIBUTION}: the in-distribution setting is always "
                           "evaluated; list only OOD settings under ood")
@@ -497,10 +504,6 @@ def _wrap(build: Any, where: str, meta: bool = False) -> None:
             build()
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{where}: {err}") from None
-
-
-def _check_profile(cfg: Config) -> None:
-    _check_device(cfg.profile.device, "profile.device")
 
 
 def _check_device(device: str, key: str = "device") -> None:

@@ -17,6 +17,7 @@ errors share one unit across settings: always predicting 0 scores 1 in distribut
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -119,25 +120,25 @@ def load_prompts(path: str | Path) -> PromptSet:
             _check_prompt_header(path, header, len(meta["levels"]))
             tensors = {k: f.get_tensor(k) for k in header}
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a valid prompt file ({err})") from None
+        raise _not_prompts(path, str(err)) from None
     for name, t in tensors.items():
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{path}: not a valid prompt file (tensor {name!r} holds NaN or "
-                             "infinite values)")
+            raise _not_prompts(path, f"tensor {name!r} holds NaN or infinite values")
     if not bool((tensors["norm"] > 0).all()):
-        raise ValueError(f"{path}: not a valid prompt file (norm must be positive, got "
-                         f"{tensors['norm'].tolist()})")
+        raise _not_prompts(path, f"norm must be positive, got {tensors['norm'].tolist()}")
     return PromptSet(meta["task"], meta["ood"], tuple(meta["levels"]),
                      tensors["xs"], tensors["ys"], tensors["norm"],
                      tensors.get("query_xs"), tensors.get("query_ys"))
 
 
+def _not_prompts(path: str | Path, what: str) -> ValueError:
+    """The error of a file that is not a valid prompt file, naming it and what is wrong."""
+    return ValueError(f"{path}: not a valid prompt file ({what})")
+
+
 def _prompt_meta(path: str | Path, metadata: Mapping[str, str] | None) -> dict[str, Any]:
     """The ``iclbench`` metadata of a prompt file: task and ood (strings), levels (numbers)."""
-
-    def bad(what: str) -> ValueError:
-        return ValueError(f"{path}: not a valid prompt file ({what})")
-
+    bad = functools.partial(_not_prompts, path)
     meta = read_metadata(metadata, bad)
     missing = [k for k in ("task", "ood", "levels") if k not in meta]
     if missing:
@@ -157,10 +158,7 @@ def _prompt_meta(path: str | Path, metadata: Mapping[str, str] | None) -> dict[s
 def _check_prompt_header(path: str | Path, header: Mapping[str, tuple[tuple[int, ...], str]],
                          n_levels: int) -> None:
     """Tensor names, dtypes and shapes of a prompt file against each other and the levels."""
-
-    def bad(what: str) -> ValueError:
-        return ValueError(f"{path}: not a valid prompt file ({what})")
-
+    bad = functools.partial(_not_prompts, path)
     queries = [k for k in _QUERY_TENSORS if k in header]
     expected = [*_PROMPT_TENSORS, *(_QUERY_TENSORS if queries else ())]
     missing = [k for k in expected if k not in header]

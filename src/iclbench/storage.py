@@ -62,8 +62,10 @@ def exists(location: str | os.PathLike[str]) -> bool:
     return bool(fs.exists(path))
 
 
-def read_bytes(url: str) -> bytes:
-    fs, path = _fs(url)
+def read_bytes(location: str | os.PathLike[str]) -> bytes:
+    if not is_url(location):
+        return Path(location).read_bytes()
+    fs, path = _fs(str(location))
     return bytes(fs.cat_file(path))
 
 

@@ -7,12 +7,10 @@ from iclbench.config import (
     MODE_SECTIONS,
     ModelRun,
     canonical,
-    finetune_tasks,
     finetune_train,
     model_runs,
     parse_config,
     task_train,
-    task_variants,
     validate_schema,
 )
 from iclbench.plan import checked_plan
@@ -37,7 +35,6 @@ CFG = parse_config(config)
 TASKS = list(CFG.tasks)
 VARIANTS = list(CFG.variants)
 SWAPPED = list(CFG.swapped)
-FINETUNED = list(config.get("finetuned") or {})
 SEEDS = list(CFG.seeds)
 FIGURES = list(CFG.figures)
 
@@ -68,14 +65,7 @@ def checkpoint_path(*parts):
 
 def baseline_pairs():
     """(task, baseline) pairs: each baseline on the tasks it applies to."""
-    return [
-        (t, b) for t in TASKS for b in config["baselines"] if b in PLAN.baselines[t]
-    ]
-
-
-def trained_pairs():
-    """(task, variant) pairs trained from scratch: tasks.<task>.variants, or every variant."""
-    return [(t, v) for t in TASKS for v in task_variants(config, t)]
+    return [(t, b) for t in TASKS for b in PLAN.baselines[t]]
 
 
 def eval_tables():
@@ -91,9 +81,9 @@ def eval_tables():
 
 def conversion_curves():
     return [
-        f"results/finetuned/{t}/{v}/seed{s}/conversion.parquet"
-        for t in finetune_tasks(config)
-        for v in FINETUNED
+        f"results/finetuned/{r.task}/{r.variant}/seed{s}/conversion.parquet"
+        for r in model_runs(config)
+        if r.mode == "finetuned"
         for s in SEEDS
     ]
 
