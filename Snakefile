@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A config file stands alone: `--configfile X` replaces the default config instead of merging into
+# it (Snakemake would otherwise fill every key X leaves out from config/config.yaml, and no section
+# could be removed). Without --configfile the default is read; --config key=value applies on top.
+if not workflow.config_settings.configfiles:
+    workflow.configfile("config/config.yaml")
 
 
 report: "workflow/report/workflow.rst"
@@ -31,7 +35,7 @@ localrules:
 rule all:
     default_target: True
     input:
-        "results/summary/icl_errors.parquet",
-        "results/summary/profile.parquet",
-        expand("results/figures/{figure}.pdf", figure=FIGURES),
-        expand("results/figures/{figure}.png", figure=FIGURES),
+        f"{R}/summary/icl_errors.parquet",
+        f"{R}/summary/profile.parquet",
+        expand(f"{R}/figures/{{figure}}.pdf", figure=FIGURES),
+        expand(f"{R}/figures/{{figure}}.png", figure=FIGURES),

@@ -24,7 +24,7 @@ from iclbench.train import Checkpointing, train
 from test_deploy import ROOT, SNAKEMAKE, credentials  # noqa: F401  (a fixture)
 from test_train import CURRICULUM, MODEL, SPEC, TASK
 
-RELATIVE = f"{CHECKPOINTS}/linear_regression/softmax/seed0.ckpt"
+RELATIVE = f"results/{CHECKPOINTS}/linear_regression/softmax/seed0.ckpt"
 
 
 def test_checkpoint_location_is_local_or_under_the_storage_prefix() -> None:
@@ -63,8 +63,8 @@ def test_rules_put_checkpoints_under_the_default_storage_prefix(
     assert proc.returncode == 0, proc.stderr
     lines = [line.split(" ", 1)[1] for line in proc.stdout.splitlines()
              if line.startswith("CHECKPOINT ")]
-    assert lines == [f"{prefix}{CHECKPOINTS}/linear_regression/softmax/seed0.ckpt",
-                     f"{prefix}{CHECKPOINTS}/finetuned/linear_regression/softmax/seed0.ckpt"]
+    assert lines == [f"{prefix}results/{CHECKPOINTS}/linear_regression/softmax/seed0.ckpt",
+                     f"{prefix}results/{CHECKPOINTS}/finetuned/linear_regression/softmax/seed0.ckpt"]
 
 
 # one training job (iclbench.jobs.train_model, as rule train_model runs it) in its own process;

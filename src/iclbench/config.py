@@ -279,6 +279,7 @@ class ProfileConfig:
 class Config:
     """The whole, checked configuration."""
 
+    results: str
     seeds: tuple[int, ...]
     n_dims: int
     device: str
@@ -310,6 +311,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         n_dims = int(raw["n_dims"])
         tasks = {name: TaskConfig.from_dict(name, t) for name, t in raw["tasks"].items()}
         return Config(
+            results=str(raw["results"]),
             seeds=tuple(int(s) for s in raw["seeds"]),
             n_dims=n_dims,
             device=str(raw["device"]),
@@ -359,6 +361,7 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
         raise ConfigError(str(err)) from None
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: duplicate seeds in {list(cfg.seeds)}")
+    _check_results(cfg.results)
     _check_device(cfg.device)
     for name, task in cfg.tasks.items():
         where = f"tasks.{name}.train" if task.train else "train"
@@ -463,6 +466,18 @@ def _check_steps(variant: str, options: Mapping[str, Any], steps: int, where: st
         get_variant(variant).check_steps(options, steps, where, steps_key)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+#: the folders of a results tree: another config's tree (results/<name>) must not be one of them
+RESULTS_FOLDERS = ("checkpoints", "data", "eval", "figures", "finetuned", "models", "profile",
+                   "summary")
+
+
+def _check_results(results: str) -> None:
+    name = results.partition("/")[2]
+    if name in RESULTS_FOLDERS:
+        raise ConfigError(f"results: {results!r} is a folder of the default results tree; name "
+                          f"another, e.g. results/{name}_run (taken: {', '.join(RESULTS_FOLDERS)})")
 
 
 def _check_train(train: TrainConfig, n_dims: int, where: str) -> None:

@@ -22,12 +22,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-#: where checkpoints live, relative to the workflow's results
-CHECKPOINTS = "results/checkpoints"
+#: where checkpoints live, relative to a config's results tree (``results/checkpoints``)
+CHECKPOINTS = "checkpoints"
+#: the default config's results tree; another config's is a folder under it
+DEFAULT_RESULTS = "results"
 #: the temporary object a remote checkpoint is written to before it replaces the checkpoint
 TMP_SUFFIX = ".tmp"
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def logs_dir(results: str) -> str:
+    """The job logs of the results tree ``results``: ``logs`` for the default ``results``,
+    ``logs/<name>`` for ``results/<name>``."""
+    name = posixpath.relpath(posixpath.normpath(results), DEFAULT_RESULTS)
+    return "logs" if name == "." else posixpath.join("logs", name)
 
 
 def checkpoint_location(relative: str, default_storage_provider: str | None,

@@ -2,10 +2,10 @@ rule aggregate_results:
     input:
         eval_tables(),
     output:
-        errors="results/summary/icl_errors.parquet",
-        over_seeds="results/summary/icl_errors_over_seeds.parquet",
+        errors=f"{R}/summary/icl_errors.parquet",
+        over_seeds=f"{R}/summary/icl_errors_over_seeds.parquet",
     log:
-        "logs/aggregate_results.log",
+        f"{LOGS}/aggregate_results.log",
     conda:
         "../../envs/iclbench.yaml"
     script:
@@ -16,9 +16,9 @@ rule aggregate_conversion:
     input:
         conversion_curves(),
     output:
-        "results/summary/conversion.parquet",
+        f"{R}/summary/conversion.parquet",
     log:
-        "logs/aggregate_conversion.log",
+        f"{LOGS}/aggregate_conversion.log",
     conda:
         "../../envs/iclbench.yaml"
     script:

@@ -14,7 +14,7 @@ from iclbench.config import (
     validate_schema,
 )
 from iclbench.plan import checked_plan
-from iclbench.storage import CHECKPOINTS, checkpoint_location
+from iclbench.storage import CHECKPOINTS, checkpoint_location, logs_dir
 import yaml
 
 # libyaml's loader when present: faster
@@ -37,6 +37,11 @@ VARIANTS = list(CFG.variants)
 SWAPPED = list(CFG.swapped)
 SEEDS = list(CFG.seeds)
 FIGURES = list(CFG.figures)
+# this config's results tree (its `results` key) and the job logs beside it: the default config's
+# results/ and logs/, another's results/<name>/ and logs/<name>/, so runs of two configs never
+# share a file (docs/running.md#several-configs)
+R = CFG.results
+LOGS = logs_dir(R)
 
 
 wildcard_constraints:
@@ -50,14 +55,14 @@ wildcard_constraints:
 
 
 def checkpoint_path(*parts):
-    """A training job's resumable checkpoint, CHECKPOINTS/<parts>: kept outside the declared
+    """A training job's resumable checkpoint, R/CHECKPOINTS/<parts>: kept outside the declared
     outputs (Snakemake would delete it when the job fails), so with remote default storage it is
     put under the same prefix as the results (gs://BUCKET/iclbench/results/checkpoints/...), where
     a retry on a fresh VM finds it. Each spawned job gets the same two settings from Snakemake.
     """
     settings = workflow.storage_settings
     return checkpoint_location(
-        "/".join([CHECKPOINTS, *parts]),
+        "/".join([R, CHECKPOINTS, *parts]),
         settings.default_storage_provider,
         settings.default_storage_prefix,
     )
@@ -71,17 +76,17 @@ def baseline_pairs():
 def eval_tables():
     """Every evaluation: each model run (iclbench.config.model_runs) per seed, then baselines."""
     models = [
-        f"results/eval/{r.task}/{r.variant}-{r.mode}-seed{s}.parquet"
+        f"{R}/eval/{r.task}/{r.variant}-{r.mode}-seed{s}.parquet"
         for r in model_runs(config)
         for s in SEEDS
     ]
-    baselines = [f"results/eval/{t}/baseline-{b}.parquet" for t, b in baseline_pairs()]
+    baselines = [f"{R}/eval/{t}/baseline-{b}.parquet" for t, b in baseline_pairs()]
     return models + baselines
 
 
 def conversion_curves():
     return [
-        f"results/finetuned/{r.task}/{r.variant}/seed{s}/conversion.parquet"
+        f"{R}/finetuned/{r.task}/{r.variant}/seed{s}/conversion.parquet"
         for r in model_runs(config)
         if r.mode == "finetuned"
         for s in SEEDS
@@ -94,8 +99,7 @@ def variant_options(wildcards):
 
 def eval_prompt_files(wildcards):
     return [
-        f"results/data/{wildcards.task}/{o}.safetensors"
-        for o in PLAN.oods[wildcards.task]
+        f"{R}/data/{wildcards.task}/{o}.safetensors" for o in PLAN.oods[wildcards.task]
     ]
 
 
@@ -109,16 +113,14 @@ def model_to_evaluate(wildcards):
     w = wildcards
     mode, variant = ModelRun(w.task, w.variant, w.mode).reads
     stage = "finetuned" if mode == "finetuned" else "models"
-    return f"results/{stage}/{w.task}/{variant}/seed{w.seed}/model.safetensors"
+    return f"{R}/{stage}/{w.task}/{variant}/seed{w.seed}/model.safetensors"
 
 
 def figure_tables(wildcards):
-    return {
-        t: f"results/summary/{t}.parquet" for t in PLAN.figure_tables[wildcards.figure]
-    }
+    return {t: f"{R}/summary/{t}.parquet" for t in PLAN.figure_tables[wildcards.figure]}
 
 
 def profile_tables():
-    trained = expand("results/profile/{variant}-trained.parquet", variant=VARIANTS)
-    swapped = expand("results/profile/{variant}-swapped.parquet", variant=SWAPPED)
+    trained = expand(f"{R}/profile/{{variant}}-trained.parquet", variant=VARIANTS)
+    swapped = expand(f"{R}/profile/{{variant}}-swapped.parquet", variant=SWAPPED)
     return trained + swapped

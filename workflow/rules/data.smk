@@ -1,8 +1,8 @@
 rule sample_eval_prompts:
     output:
-        "results/data/{task}/{ood}.safetensors",
+        f"{R}/data/{{task}}/{{ood}}.safetensors",
     log:
-        "logs/sample_eval_prompts/{task}/{ood}.log",
+        f"{LOGS}/sample_eval_prompts/{{task}}/{{ood}}.log",
     conda:
         "../../envs/iclbench.yaml"
     resources:

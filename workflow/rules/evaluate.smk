@@ -3,9 +3,9 @@ rule evaluate_model:
         model=model_to_evaluate,
         prompts=eval_prompt_files,
     output:
-        "results/eval/{task}/{variant}-{mode}-seed{seed}.parquet",
+        f"{R}/eval/{{task}}/{{variant}}-{{mode}}-seed{{seed}}.parquet",
     log:
-        "logs/evaluate_model/{task}/{variant}-{mode}-seed{seed}.log",
+        f"{LOGS}/evaluate_model/{{task}}/{{variant}}-{{mode}}-seed{{seed}}.log",
     conda:
         "../../envs/iclbench.yaml"
     threads: config["threads"]
@@ -25,9 +25,9 @@ rule evaluate_baseline:
     input:
         prompts=eval_prompt_files,
     output:
-        "results/eval/{task}/baseline-{baseline}.parquet",
+        f"{R}/eval/{{task}}/baseline-{{baseline}}.parquet",
     log:
-        "logs/evaluate_baseline/{task}/{baseline}.log",
+        f"{LOGS}/evaluate_baseline/{{task}}/{{baseline}}.log",
     conda:
         "../../envs/iclbench.yaml"
     threads: config["threads"]

@@ -2,14 +2,14 @@ rule plot_figure:
     input:
         unpack(figure_tables),
     output:
-        pdf="results/figures/{figure}.pdf",
+        pdf=f"{R}/figures/{{figure}}.pdf",
         png=report(
-            "results/figures/{figure}.png",
+            f"{R}/figures/{{figure}}.png",
             caption="../report/figure.rst",
             category="Figures",
         ),
     log:
-        "logs/plot_figure/{figure}.log",
+        f"{LOGS}/plot_figure/{{figure}}.log",
     conda:
         "../../envs/iclbench.yaml"
     params:

@@ -4,9 +4,9 @@
 
 rule profile_model:
     output:
-        "results/profile/{variant}-{mode}.parquet",
+        f"{R}/profile/{{variant}}-{{mode}}.parquet",
     log:
-        "logs/profile_model/{variant}-{mode}.log",
+        f"{LOGS}/profile_model/{{variant}}-{{mode}}.log",
     conda:
         "../../envs/iclbench.yaml"
     threads: config["profile"]["threads"]
@@ -29,9 +29,9 @@ rule aggregate_profile:
     input:
         profile_tables(),
     output:
-        "results/summary/profile.parquet",
+        f"{R}/summary/profile.parquet",
     log:
-        "logs/aggregate_profile.log",
+        f"{LOGS}/aggregate_profile.log",
     conda:
         "../../envs/iclbench.yaml"
     script:

@@ -1,10 +1,10 @@
 rule train_model:
     output:
-        model="results/models/{task}/{variant}/seed{seed}/model.safetensors",
-        config="results/models/{task}/{variant}/seed{seed}/config.json",
-        train_log="results/models/{task}/{variant}/seed{seed}/train_log.parquet",
+        model=f"{R}/models/{{task}}/{{variant}}/seed{{seed}}/model.safetensors",
+        config=f"{R}/models/{{task}}/{{variant}}/seed{{seed}}/config.json",
+        train_log=f"{R}/models/{{task}}/{{variant}}/seed{{seed}}/train_log.parquet",
     log:
-        "logs/train_model/{task}/{variant}/seed{seed}.log",
+        f"{LOGS}/train_model/{{task}}/{{variant}}/seed{{seed}}.log",
     conda:
         "../../envs/iclbench.yaml"
     threads: config["threads"]
@@ -31,14 +31,14 @@ rule train_model:
 
 rule finetune_model:
     input:
-        softmax="results/models/{task}/softmax/seed{seed}/model.safetensors",
+        softmax=f"{R}/models/{{task}}/softmax/seed{{seed}}/model.safetensors",
     output:
-        model="results/finetuned/{task}/{variant}/seed{seed}/model.safetensors",
-        config="results/finetuned/{task}/{variant}/seed{seed}/config.json",
-        train_log="results/finetuned/{task}/{variant}/seed{seed}/train_log.parquet",
-        curve="results/finetuned/{task}/{variant}/seed{seed}/conversion.parquet",
+        model=f"{R}/finetuned/{{task}}/{{variant}}/seed{{seed}}/model.safetensors",
+        config=f"{R}/finetuned/{{task}}/{{variant}}/seed{{seed}}/config.json",
+        train_log=f"{R}/finetuned/{{task}}/{{variant}}/seed{{seed}}/train_log.parquet",
+        curve=f"{R}/finetuned/{{task}}/{{variant}}/seed{{seed}}/conversion.parquet",
     log:
-        "logs/finetune_model/{task}/{variant}/seed{seed}.log",
+        f"{LOGS}/finetune_model/{{task}}/{{variant}}/seed{{seed}}.log",
     conda:
         "../../envs/iclbench.yaml"
     threads: config["threads"]
