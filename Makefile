@@ -21,9 +21,10 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
-# the README's results tables, from results/summary of the last run
+# the README's results tables, from each config's results tree (a config not run yet is skipped)
 readme: setup
-	$(BIN)/python -m iclbench.readme
+	$(BIN)/python -m iclbench.readme --if-present
+	$(BIN)/python -m iclbench.readme --if-present --config config/long.yaml --layout length
 
 clean:
 	rm -rf results logs .snakemake

@@ -2,7 +2,8 @@
 
 The oracles are plain formulas from the model's shape (SPEC section 2) with the conventions of
 :mod:`iclbench.profiling`: a multiply-add is 2 FLOPs; causal fused attention visits T(T+1)/2
-(query, key) pairs per head; explicit matmuls count the full T x T square.
+(query, key) pairs per head; explicit matmuls count the full T x T square; int8 multiply-adds are
+2 int8 operations each, counted apart from the FLOPs.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iclbench.analysis import crossovers, fitted_exponent
+from iclbench.analysis import crossovers, fitted_exponent, total_ops
 from iclbench.attention import ATTENTION, _blocks, build_attention
 from iclbench.config import ConfigError, ProfileConfig, check
 from iclbench.figures import FIGURES
 from iclbench.jobs import aggregate_profile, profile_model
+from iclbench.kernels.int8 import Int8Linear
 from iclbench.model import ModelSpec
 from iclbench.profiling import (
-    FLOP_FORMULAS, build_model, count_flops, warm_up, profile_variant,
+    FLOP_FORMULAS, INT8_OPS, build_model, count_flops, warm_up, profile_variant,
 )
 from iclbench.results import PROFILE, read_parquet
 from iclbench.variants import EXTRA_VARIANTS
@@ -58,8 +60,13 @@ def relu_oracle(s: ModelSpec, T: int, B: int) -> int:
 
 
 def int8_oracle(s: ModelSpec, T: int, B: int) -> int:
-    # int8 linear layers count 2 ops per multiply-add like float ones; attention stays float SDPA
-    return softmax_oracle(s, T, B)
+    # FLOPs: only the attention stays float (causal SDPA); the linear layers are int8
+    return softmax_oracle(s, T, B) - _linear_flops(s, T, B)
+
+
+def int8_ops_oracle(s: ModelSpec, T: int, B: int) -> int:
+    # int8 operations: every linear layer of the model (2 per int8 multiply-add)
+    return _linear_flops(s, T, B)
 
 
 def pinv_macs(m: int, iterations: int) -> int:
@@ -172,6 +179,11 @@ ORACLES: dict[tuple[str, str], Callable[[ModelSpec, int, int], int]] = {
 }
 
 
+#: (variant, mode) -> forward int8 operations; 0 for any variant not named
+INT8_ORACLES: dict[tuple[str, str], Callable[[ModelSpec, int, int], int]] = {
+    ("int8", mode): int8_ops_oracle for mode in ("trained", "swapped")}
+
+
 def options(name: str, mode: str = "trained") -> dict:
     """The variant's options as config/smoke.yaml states them for ``mode`` ({} where it names
     none)."""
@@ -202,7 +214,41 @@ def test_flops_match_oracle(name: str, mode: str, tokens: int) -> None:
         model(xs, ys)  # what a model does once (see profile_variant)
         count = count_flops(lambda: model(xs, ys))
     assert count.uncounted == ()
-    assert count.total == ORACLES[name, mode](SPEC, tokens, BATCH), count.by_op
+    assert count.flops == ORACLES[name, mode](SPEC, tokens, BATCH), count.by_op
+    int8_ops = INT8_ORACLES.get((name, mode), lambda *_: 0)(SPEC, tokens, BATCH)
+    assert count.int8_ops == int8_ops, count.by_op
+    assert count.total == count.flops + count.int8_ops
+
+
+@pytest.mark.parametrize("mode", ["trained", "swapped"])  # oneDNN blocks; fbgemm per layer
+def test_int8_ops_are_its_linear_layers_and_leave_the_flops(mode: str) -> None:
+    """int8's int8_ops are 2 x in x out x rows of each of its int8 linear layers (read-in and the
+    blocks' layers at every token, read-out at the x tokens), and exactly those are missing from
+    its FLOPs next to softmax's; a float model counts no int8 operations."""
+    if not registered("int8"):
+        pytest.skip("variant 'int8' is not registered in this checkout")
+    tokens = 64
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(BATCH, tokens // 2, SPEC.n_dims, generator=g)
+    ys = torch.randn(BATCH, tokens // 2, generator=g)
+    counts, models = {}, {}
+    for name in ("softmax", "int8"):
+        models[name] = build_model(name, mode, options(name, mode), SPEC, torch.device("cpu"),
+                                   torch.float32)
+        with torch.inference_mode():
+            models[name](xs, ys)
+            counts[name] = count_flops(lambda: models[name](xs, ys))
+    layers = {n: m for n, m in models["int8"].named_modules() if isinstance(m, Int8Linear)}
+    blocks = [f"blocks.{i}.{layer}" for i in range(SPEC.n_layer)
+              for layer in ("attn.c_attn", "attn.c_proj", "mlp.0", "mlp.2")]
+    assert set(layers) == {"read_in", *blocks, "read_out"}
+    assert not any(isinstance(m, torch.nn.Linear) for m in models["int8"].modules())
+    rows = {n: BATCH * (tokens // 2 if n == "read_out" else tokens) for n in layers}
+    expected = sum(2 * m.in_features * m.out_features * rows[n] for n, m in layers.items())
+    assert counts["int8"].int8_ops == expected > 0
+    assert counts["softmax"].int8_ops == 0
+    assert counts["softmax"].flops - counts["int8"].flops == expected
+    assert counts["int8"].total == counts["softmax"].total
 
 
 def test_nystrom_learned_first_forward_also_counts_the_pseudo_inverse() -> None:
@@ -236,7 +282,16 @@ def test_int8_dynamic_linear_has_a_formula() -> None:
     x = torch.randn(3, 7, 12)
     count = count_flops(lambda: qmodel(x))
     assert count.uncounted == ()
-    assert count.total == 2 * 3 * 7 * 12 * 20
+    assert count.int8_ops == 2 * 3 * 7 * 12 * 20 and count.flops == 0
+
+
+def test_int_mm_counts_int8_ops_and_float_matmuls_flops() -> None:
+    a = torch.randint(-8, 8, (32, 16), dtype=torch.int8)
+    b = torch.randint(-8, 8, (16, 24), dtype=torch.int8)
+    count = count_flops(lambda: (torch._int_mm(a, b), a.float() @ b.float()))
+    assert count.uncounted == ()
+    assert count.int8_ops == 2 * 32 * 16 * 24 and count.flops == 2 * 32 * 16 * 24
+    assert "aten::_int_mm" in INT8_OPS and "aten::mm" not in INT8_OPS
 
 
 @torch.library.custom_op("iclbench_test::mystery_mm", mutates_args=())
@@ -331,6 +386,13 @@ def test_rows_complete_for_every_variant(smoke_config: dict, tmp_path: Path) -> 
     assert (own["softmax_latency_s"] == own["latency_s"]).all()
     assert np.isfinite(df["latency_iqr_s"]).all() and (df["latency_iqr_s"] >= 0).all()
     assert (df["flops"] > 0).all() and (df["peak_mem_bytes"] > 0).all()
+    int8 = df["model"] == "int8"
+    assert (df.loc[~int8, "int8_ops"] == 0).all() and (df.loc[int8, "int8_ops"] > 0).all()
+    # int8 moves its linear layers' multiply-adds from FLOPs to int8 operations, all else equal
+    soft = df[df["model"] == "softmax"].set_index(["mode", "batch_size", "context_tokens"])
+    mine = df[int8].set_index(["mode", "batch_size", "context_tokens"])
+    assert (total_ops(mine) == soft.loc[mine.index, "flops"]).all()
+    assert (mine["flops"] < soft.loc[mine.index, "flops"]).all()
     assert (df["n_timed"] >= smoke_config["profile"]["replicates"]).all()
     assert (df["threads"] == 1).all() and (df["uncounted_ops"] == "").all()
     assert set(df["context_tokens"]) >= set(params["train_tokens"])
@@ -384,6 +446,7 @@ def _synthetic_profile() -> pd.DataFrame:
                                      ("fast", "swapped", 4e-6 * t, 800.0 * t)]:
             rows.append({"model": model, "mode": mode, "context_tokens": t, "batch_size": 1,
                          "device": "cpu", "dtype": "float32", "threads": 2, "flops": int(fl),
+                         "int8_ops": 0,
                          "latency_s": lat, "latency_iqr_s": lat / 10, "n_timed": 5,
                          "softmax_latency_s": 1e-8 * t * t,
                          "peak_mem_bytes": 1, "mem_method": "x", "uncounted_ops": "",
@@ -399,6 +462,21 @@ def test_crossover_is_where_the_variant_becomes_faster() -> None:
     assert math.isclose(row["crossover_tokens"], 400.0, rel_tol=1e-6)
     assert math.isclose(row["speedup_at_longest"], 1e-8 * 2048 / 4e-6)
     assert math.isclose(row["flop_ratio_at_longest"], 2.0 * 2048 / 800.0, rel_tol=1e-3)
+    assert row["ops_ratio_at_longest"] == row["flop_ratio_at_longest"]  # no int8 operations
+
+
+def test_flop_ratio_is_floating_point_and_ops_ratio_adds_int8() -> None:
+    """A model that moved most of softmax's work to int8: its FLOP ratio counts the float rest,
+    its operations ratio every operation (1 where it only changed what the work runs in)."""
+    prof = _synthetic_profile()
+    fast = prof["model"] == "fast"
+    prof.loc[fast, "flops"] = prof.loc[~fast, "flops"].to_numpy() // 4
+    prof.loc[fast, "int8_ops"] = prof.loc[~fast, "flops"].to_numpy() * 3 // 4
+    row = crossovers(prof, batch_size=1).iloc[0]
+    assert row["flop_ratio_at_longest"] == 4.0 and row["ops_ratio_at_longest"] == 1.0
+    # a table from before int8_ops: the operations are the FLOPs
+    old = crossovers(prof.drop(columns="int8_ops"), batch_size=1).iloc[0]
+    assert old["ops_ratio_at_longest"] == old["flop_ratio_at_longest"] == 4.0
 
 
 def test_crossover_uses_the_softmax_timed_in_turns() -> None:

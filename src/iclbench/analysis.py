@@ -32,20 +32,30 @@ def label(model: str | pd.Series, mode: str | pd.Series) -> str | pd.Series:
     return model + suffix
 
 
+def total_ops(profile: pd.DataFrame) -> pd.Series:
+    """Every counted operation of each profile row: floating-point (``flops``) plus integer
+    (``int8_ops``; taken as 0 in a table without the column)."""
+    int8 = profile["int8_ops"] if "int8_ops" in profile.columns else 0
+    return profile["flops"] + int8
+
+
 def crossovers(profile: pd.DataFrame, batch_size: int, reference: str = "softmax") -> pd.DataFrame:
     """Where each variant overtakes the trained ``reference`` in latency, at ``batch_size``.
 
     One row per (model, mode) other than the reference: ``crossover_tokens`` is the length from
     which the variant stays faster (interpolated log-log between the two measured lengths around
     it; NaN if it is never faster at the longest length, the shortest length if it always is),
-    with the speed-up (reference latency / variant latency) and FLOP ratio (reference FLOPs /
-    variant FLOPs) at the longest length. Against softmax the speed-up is paired: the variant's
-    job timed softmax in turns with it (``softmax_latency_s``), so drift of the machine between
-    jobs cancels; another ``reference`` is compared with its own job's latencies.
+    with the speed-up (reference latency / variant latency), FLOP ratio (reference FLOPs /
+    variant FLOPs: floating-point only, so int8's counts only what stays float) and operations
+    ratio (the same with int8 operations added, :func:`total_ops`) at the longest length. Against
+    softmax the speed-up is paired: the variant's job timed softmax in turns with it
+    (``softmax_latency_s``), so drift of the machine between jobs cancels; another ``reference``
+    is compared with its own job's latencies.
     """
     df = profile[profile["batch_size"] == batch_size]
+    df = df.assign(ops=total_ops(df))
     paired = reference == "softmax" and "softmax_latency_s" in df.columns
-    cols = ["latency_s", "flops"] + (["softmax_latency_s"] if paired else [])
+    cols = ["latency_s", "flops", "ops"] + (["softmax_latency_s"] if paired else [])
     df = df.groupby(["model", "mode", "context_tokens"], as_index=False)[cols].mean()
     ref = df[(df["model"] == reference) & (df["mode"] == "trained")].set_index("context_tokens")
     if ref.empty:
@@ -64,9 +74,11 @@ def crossovers(profile: pd.DataFrame, batch_size: int, reference: str = "softmax
         rows.append({"model": model, "mode": mode,
                      "crossover_tokens": _crossing(common.to_numpy(dtype=float), speedup),
                      "longest_tokens": int(last), "speedup_at_longest": float(speedup[-1]),
-                     "flop_ratio_at_longest": float(ref.loc[last, "flops"] / g.loc[last, "flops"])})
+                     "flop_ratio_at_longest": float(ref.loc[last, "flops"] / g.loc[last, "flops"]),
+                     "ops_ratio_at_longest": float(ref.loc[last, "ops"] / g.loc[last, "ops"])})
     return pd.DataFrame(rows, columns=["model", "mode", "crossover_tokens", "longest_tokens",
-                                       "speedup_at_longest", "flop_ratio_at_longest"])
+                                       "speedup_at_longest", "flop_ratio_at_longest",
+                                       "ops_ratio_at_longest"])
 
 
 def _crossing(tokens: np.ndarray, speedup: np.ndarray) -> float:

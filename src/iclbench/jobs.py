@@ -307,7 +307,8 @@ def aggregate_results(inputs: Sequence[str | Path], output: str | Path,
 def profile_model(
     variant: str, mode: str, params: Mapping[str, Any], threads: int, output: str | Path,
 ) -> None:
-    """Forward FLOPs, latency and peak memory of one variant across the profile grid."""
+    """Forward FLOPs and int8 operations, latency and peak memory of one variant across the
+    profile grid."""
     from iclbench.profiling import profile_variant
 
     spec = ProfileConfig.from_dict(params["profile"], params["train_tokens"])

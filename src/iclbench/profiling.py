@@ -1,4 +1,5 @@
-"""Inference cost of a model variant: forward FLOPs, latency and peak memory across context lengths.
+"""Inference cost of a model variant: forward FLOPs and int8 operations, latency and peak memory
+across context lengths.
 
 SPEC section 6: at the paper's prompt lengths attention is a small share of the work, so the gains
 of efficient attention show only at long contexts; this module sweeps the context length far past
@@ -14,11 +15,15 @@ Conventions (stated in the README too):
   ``scaled_dot_product_attention`` kernels (on CPU torch 2.13 counts 0 for them; on CUDA it counts
   the full T x T square) are counted as a causal kernel computes them, i.e. only the visible
   (query, key) pairs, ``T(T+1)/2`` per head, in both the score and the PV product; (2) int8 matmul
-  ops get formulas (an int8 multiply-add is 2 ops, like a float one); (3) ``mv``/``dot``/``addmv``/
-  ``addbmm`` get the obvious formulas. Explicit matmuls, such as a custom attention's ``q @ kᵀ``,
-  count what they compute: the full square even when a mask is applied afterwards. Ops that look
-  like arithmetic but have no formula are reported (a warning and the ``uncounted_ops`` column);
-  :func:`flop_formula` adds one.
+  ops get formulas too, and are counted apart (:data:`INT8_OPS`): an int8 multiply-add (int8 or
+  uint8 inputs, int32 accumulation) is 2 *integer* operations, the ``int8_ops`` column, and
+  ``flops`` holds the floating-point operations only (for the int8 variant: what stays float, the
+  attention matmuls; on CUDA, where :class:`~iclbench.kernels.int8.Int8Linear` simulates int8
+  with float matmuls, those are FLOPs); (3) ``mv``/``dot``/``addmv``/``addbmm`` get the obvious
+  formulas. Explicit matmuls, such as a custom attention's ``q @ kᵀ``, count what they compute:
+  the full square even when a mask is applied afterwards. Ops that look like arithmetic but have
+  no formula are reported (a warning and the ``uncounted_ops`` column); :func:`flop_formula` adds
+  one.
 - **Latency**: ``torch.utils.benchmark.Timer`` with the thread count set explicitly. Untimed
   forwards run first for ``warmup`` seconds (at least one): the first seconds at a new shape run
   slower (the allocator and caches settle; measured: a learned-landmark Nystrom core at 8192 tokens
@@ -76,6 +81,10 @@ FlopFormula = Callable[..., int]
 #: op name ("namespace::name") -> formula; added to FlopCounterMode's own (and overriding them)
 FLOP_FORMULAS: dict[str, FlopFormula] = {}
 
+#: ops whose multiply-adds are integer (int8/uint8 inputs, int32 accumulation): their count goes
+#: to ``FlopCount.int8_ops`` (the ``int8_ops`` column), not to the floating-point ``flops``
+INT8_OPS: set[str] = set()
+
 #: ops outside aten, or with matmul-like names, that do no arithmetic worth counting
 NO_FLOP_OPS: set[str] = {
     "aten::quantize_per_tensor", "aten::quantize_per_tensor_dynamic", "aten::quantize_per_channel",
@@ -91,9 +100,11 @@ _LOOKS_LIKE_MATMUL = re.compile(
     r"(mm|matmul|linear|conv(olution)?(\dd)?|attention|einsum|gemm|dot|mv)(_|$)|int8")
 
 
-def flop_formula(*names: str) -> Callable[[FlopFormula], FlopFormula]:
+def flop_formula(*names: str, int8: bool = False) -> Callable[[FlopFormula], FlopFormula]:
     """Decorator: register ``formula`` for the ops ``names`` ("quantized::linear_dynamic", ...).
 
+    ``int8``: the ops multiply integers (int8 x int8/uint8 into int32); what ``formula`` returns
+    (2 per multiply-add) is then counted as int8 operations (:data:`INT8_OPS`), not FLOPs.
     Ops that this torch build lacks are skipped when counting, so formulas for optional backends
     (torchao, onednn) can live here too.
     """
@@ -103,6 +114,8 @@ def flop_formula(*names: str) -> Callable[[FlopFormula], FlopFormula]:
             if name in FLOP_FORMULAS:
                 raise ValueError(f"FLOP formula for {name!r} is registered twice")
             FLOP_FORMULAS[name] = formula
+            if int8:
+                INT8_OPS.add(name)
         return formula
 
     return decorate
@@ -163,20 +176,28 @@ def _packed_linear_flops(x: torch.Tensor, packed: Any) -> int:
 
 
 @flop_formula("quantized::linear_dynamic", "quantized::linear_relu_dynamic",
-              "quantized::linear_dynamic_fp16", "quantized::linear", "quantized::linear_relu")
+              "quantized::linear", "quantized::linear_relu", int8=True)
 def _quantized_linear_flop(x: torch.Tensor, packed: Any, *args: Any, out_val: Any = None,
                            **kwargs: Any) -> int:
+    # fbgemm/onednn int8 x uint8 products (the dynamic ones quantize the input first)
     return _packed_linear_flops(x, packed)
 
 
-@flop_formula("quantized::linear_with_input_q_dq_qweight_dq_output_fp32")
+@flop_formula("quantized::linear_dynamic_fp16")
+def _quantized_linear_fp16_flop(x: torch.Tensor, packed: Any, *args: Any, out_val: Any = None,
+                                **kwargs: Any) -> int:
+    # fp16-stored weights, float arithmetic: FLOPs
+    return _packed_linear_flops(x, packed)
+
+
+@flop_formula("quantized::linear_with_input_q_dq_qweight_dq_output_fp32", int8=True)
 def _quantized_linear_fp32_io_flop(x: torch.Tensor, scale: Any, zero_point: Any, packed: Any,
                                    *args: Any, out_val: Any = None, **kwargs: Any) -> int:
     # fbgemm's int8 linear with float32 in and out (iclbench.kernels.int8.Int8Linear)
     return _packed_linear_flops(x, packed)
 
 
-@flop_formula("onednn::qlinear_pointwise")
+@flop_formula("onednn::qlinear_pointwise", int8=True)
 def _onednn_qlinear_flop(qx: torch.Tensor, *args: Any, out_val: Any = None, **kwargs: Any) -> int:
     # oneDNN's int8 linear layer, every overload (iclbench.kernels.int8.Int8Linear.int8_matmul): qx
     # (..., in) quantized input, out (..., out); fused bias, GELU and adds are not counted
@@ -190,7 +211,7 @@ def _onednn_linear_flop(x: torch.Tensor, *args: Any, out_val: Any = None, **kwar
     return 2 * x.numel() * out_val.shape[-1]
 
 
-@flop_formula("aten::_int_mm")
+@flop_formula("aten::_int_mm", int8=True)
 def _int_mm_flop(a: torch.Tensor, b: torch.Tensor, *args: Any, out_val: Any = None,
                  **kwargs: Any) -> int:
     (m, k), n = a.shape, b.shape[1]  # (M, K) @ (K, N), int8 in, int32 out
@@ -200,6 +221,7 @@ def _int_mm_flop(a: torch.Tensor, b: torch.Tensor, *args: Any, out_val: Any = No
 @flop_formula("aten::_weight_int8pack_mm")
 def _weight_int8pack_mm_flop(a: torch.Tensor, w: torch.Tensor, *args: Any, out_val: Any = None,
                              **kwargs: Any) -> int:
+    # int8 weights only: float activations times the weights scaled back, float arithmetic: FLOPs
     return 2 * (a.numel() // a.shape[-1]) * a.shape[-1] * w.shape[0]  # A (..., K), W (N, K)
 
 
@@ -257,13 +279,21 @@ class _OpWatcher(TorchDispatchMode):
 
 @dataclass(frozen=True)
 class FlopCount:
-    total: int
-    by_op: Mapping[str, int]
+    flops: int  # floating-point operations (2 per multiply-add)
+    int8_ops: int  # integer operations of the ops in INT8_OPS (2 per int8 multiply-add)
+    by_op: Mapping[str, int]  # op name -> its operations (float or int8, as INT8_OPS says)
     uncounted: tuple[str, ...]  # ops that look like arithmetic but have no formula
+
+    @property
+    def total(self) -> int:
+        """Every counted operation, floating-point and int8."""
+        return self.flops + self.int8_ops
 
 
 def count_flops(fn: Callable[[], Any]) -> FlopCount:
-    """FLOPs of one call of ``fn`` (see the module docstring for the conventions).
+    """FLOPs and int8 operations of one call of ``fn`` (see the module docstring for the
+    conventions): FlopCounterMode counts every op, and the ops of :data:`INT8_OPS` are then
+    moved from the FLOPs to the int8 operations.
 
     Warns once per op that looks like a matrix product but has no formula; such ops are missing
     from the total.
@@ -287,7 +317,8 @@ def count_flops(fn: Callable[[], Any]) -> FlopCount:
                       "(add one with iclbench.profiling.flop_formula)", stacklevel=2)
     by_op = {str(getattr(k, "_qualified_op_name", k)): int(v)
              for k, v in counter.get_flop_counts().get("Global", {}).items()}
-    return FlopCount(int(counter.get_total_flops()), by_op, uncounted)
+    int8_ops = sum(n for op, n in by_op.items() if op in INT8_OPS)
+    return FlopCount(int(counter.get_total_flops()) - int8_ops, int8_ops, by_op, uncounted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,15 +474,16 @@ def profile_variant(variant: str, mode: str, options: Mapping[str, Any], base: M
         timings = time_in_turns(fns, threads, spec.min_run_time, spec.replicates, spec.warmup,
                                 device)
         timing, ref_timing = timings[0], timings[-1]
-        log.info("%s/%s B=%d T=%d: %.3g FLOPs, %.4g s (IQR %.2g, %d blocks; softmax in turns "
-                 "%.4g s), %.3g MB", variant, mode, batch, tokens, flops.total, timing.median,
-                 timing.iqr, timing.n_blocks, ref_timing.median, mem / 2**20)
+        log.info("%s/%s B=%d T=%d: %.3g FLOPs, %.3g int8 ops, %.4g s (IQR %.2g, %d blocks; "
+                 "softmax in turns %.4g s), %.3g MB", variant, mode, batch, tokens, flops.flops,
+                 flops.int8_ops, timing.median, timing.iqr, timing.n_blocks, ref_timing.median,
+                 mem / 2**20)
         rows.append({
             "model": variant, "mode": mode, "context_tokens": tokens, "batch_size": batch,
             "device": str(device), "dtype": spec.dtype, "threads": torch.get_num_threads(),
-            "flops": flops.total, "latency_s": timing.median, "latency_iqr_s": timing.iqr,
-            "n_timed": timing.n_blocks, "softmax_latency_s": ref_timing.median,
-            "peak_mem_bytes": mem, "mem_method": mem_method,
+            "flops": flops.flops, "int8_ops": flops.int8_ops, "latency_s": timing.median,
+            "latency_iqr_s": timing.iqr, "n_timed": timing.n_blocks,
+            "softmax_latency_s": ref_timing.median, "peak_mem_bytes": mem, "mem_method": mem_method,
             "uncounted_ops": ",".join(flops.uncounted), "n_dims": base.n_dims,
             "n_embd": base.n_embd, "n_layer": base.n_layer, "n_head": base.n_head,
             "torch_version": torch.__version__,

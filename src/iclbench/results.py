@@ -49,7 +49,10 @@ PROFILE: dict[str, str] = {
     "device": "string",
     "dtype": "string",
     "threads": "int64",  # torch threads while timing
-    "flops": "int64",  # forward FLOPs (causal fused attention counted as computed, see profiling)
+    # forward floating-point operations, 2 per multiply-add (causal fused attention counted as
+    # computed, see profiling); int8 matmuls are not in it but in int8_ops
+    "flops": "int64",
+    "int8_ops": "int64",  # forward integer operations of int8 matmuls, 2 per multiply-add (0: none)
     "latency_s": "float64",  # median seconds per forward
     "latency_iqr_s": "float64",  # interquartile range of the seconds per forward
     "n_timed": "int64",  # timed blocks behind the median

@@ -1,4 +1,5 @@
-"""Rule profile_model: FLOPs, latency and peak memory of one variant across context lengths."""
+"""Rule profile_model: FLOPs, int8 operations, latency and peak memory of one variant across
+context lengths."""
 
 from iclbench.jobs import profile_model
 from iclbench.logs import job_logging
