@@ -70,3 +70,50 @@ def test_render_and_splice_replace_only_the_block() -> None:
 def test_unknown_task_is_an_error() -> None:
     with pytest.raises(ValueError, match="no in-distribution rows for task 'decision_tree'"):
         task_table(_table(), "decision_tree", 3)
+
+
+def _profile(rows: list[tuple[str, str, int, float, float, int]]) -> pd.DataFrame:
+    """Profile rows (model, mode, tokens, latency, softmax latency, flops) at batch 1."""
+    return pd.DataFrame([{"model": m, "mode": o, "context_tokens": t, "batch_size": 1,
+                          "latency_s": lat, "softmax_latency_s": soft, "flops": f,
+                          "int8_ops": 0, "threads": 2, "device": "cpu"}
+                         for m, o, t, lat, soft, f in rows])
+
+
+def test_length_table_reads_accuracy_against_cost_at_the_tasks_length() -> None:
+    from iclbench.readme import length_table, render_at_length
+
+    errs = _table()
+    errs = errs[errs["seed"].isna() | (errs["seed"] == 0)]
+    errs = pd.concat([errs, _rows("nystrom", "swapped", "transformer", 0, [0.4] * 7),
+                      _rows("nystrom", "finetuned", "transformer", 0, [0.3] * 7)])
+    # the task's length: 7 points, 14 tokens; a row at another length must not be read
+    prof = _profile([("softmax", "trained", 14, 2.0, 2.0, 1000),
+                     ("nystrom", "swapped", 14, 0.5, 2.0, 250),
+                     ("nystrom", "swapped", 28, 9.0, 2.0, 1)])
+    text = length_table(errs, prof, "linear_regression")
+    lines = text.splitlines()
+    assert lines[0] == ("| model | mode | k = L/4 = 1 | last k = 6 | vs softmax | speed-up at 14 "
+                        "tokens | FLOPs ratio | int8 ops (M) |")
+    # fixed order: trained, finetuned, swapped, then baselines; softmax's ratio 1 by definition
+    assert lines[2] == ("| softmax | trained | 0.800 [0.720, 0.880] | 0.200 [0.180, 0.220] | "
+                        "1.00x | 1.00x | 1.00x | - |")
+    # a model the profile does not cover shows no cost
+    assert lines[3].startswith("| relu | trained |") and lines[3].endswith("| 5.00x | - | - | - |")
+    assert lines[4].startswith("| nystrom | finetuned |") and "| 1.50x | 4.00x | 4.00x |" in lines[4]
+    assert lines[5].startswith("| nystrom | swapped |") and "| 2.00x | 4.00x | 4.00x |" in lines[5]
+    assert lines[6].startswith("| least_squares | baseline |") and lines[6].endswith("| - | - | - |")
+    assert "1 training seed;" in render_at_length(errs, prof)
+    with pytest.raises(ValueError, match="no rows at 14 tokens"):
+        length_table(errs, prof[prof["context_tokens"] == 28], "linear_regression")
+
+
+def test_each_config_has_its_own_block() -> None:
+    from iclbench.readme import markers
+
+    assert markers("config/config.yaml") == (BEGIN, END)
+    begin, end = markers("config/long.yaml")
+    assert "config/long.yaml" in begin and begin != BEGIN and end != END
+    readme = f"{BEGIN}\nA\n{END}\n\n{begin}\nB\n{end}\n"
+    out = splice(readme, "new", begin, end)
+    assert f"{BEGIN}\nA\n{END}" in out and f"{begin}\nnew\n{end}" in out

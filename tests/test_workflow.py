@@ -121,10 +121,10 @@ def test_three_seeds_give_an_interval_over_seeds_and_prompts(tmp_path: Path, smo
     cfg["figures"] = {"icl_curves": cfg["figures"]["icl_curves"]}
     path = tmp_path / "seeds.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    snakemake("results/summary/icl_errors_over_seeds.parquet", "results/figures/icl_curves.pdf",
+    snakemake("results/smoke/summary/icl_errors_over_seeds.parquet", "results/smoke/figures/icl_curves.pdf",
               workdir=tmp_path, config=path)
-    per_seed = pd.read_parquet(tmp_path / "results/summary/icl_errors.parquet")
-    over = pd.read_parquet(tmp_path / "results/summary/icl_errors_over_seeds.parquet")
+    per_seed = pd.read_parquet(tmp_path / "results/smoke/summary/icl_errors.parquet")
+    over = pd.read_parquet(tmp_path / "results/smoke/summary/icl_errors_over_seeds.parquet")
     model = over[over["model"] == "softmax"].set_index("n_examples")
     assert (model["n_seeds"] == 3).all()
     seeds = per_seed[per_seed["model"] == "softmax"].pivot(index="n_examples", columns="seed",
@@ -164,15 +164,15 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     assert task_train(cfg, "decision_tree")["steps"] != cfg["train"]["steps"]
     for task in cfg["tasks"]:
         for ood in ("none", "shift", "scale_y"):
-            assert (smoke_run / f"results/data/{task}/{ood}.safetensors").is_file()
-        model_dir = smoke_run / f"results/models/{task}/softmax/seed0"
+            assert (smoke_run / f"results/smoke/data/{task}/{ood}.safetensors").is_file()
+        model_dir = smoke_run / f"results/smoke/models/{task}/softmax/seed0"
         for name in ("model.safetensors", "config.json", "train_log.parquet"):
             assert (model_dir / name).is_file()
         log = pd.read_parquet(model_dir / "train_log.parquet")
         assert {"step", "loss", "active_dims", "n_points", "seconds"} <= set(log.columns)
         assert log["step"].iloc[-1] == task_train(cfg, task)["steps"]
-        assert (smoke_run / f"logs/train_model/{task}/softmax/seed0.log").stat().st_size > 0
-    df = pd.read_parquet(smoke_run / "results/summary/icl_errors.parquet")
+        assert (smoke_run / f"logs/smoke/train_model/{task}/softmax/seed0.log").stat().st_size > 0
+    df = pd.read_parquet(smoke_run / "results/smoke/summary/icl_errors.parquet")
     assert list(df.columns) == list(ICL_ERRORS)
     assert set(df["task"]) == set(cfg["tasks"])
     from iclbench.baselines import BASELINES
@@ -190,7 +190,7 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     for task in cfg["tasks"]:
         finetuned = df[(df["task"] == task) & (df["mode"] == "finetuned")]
         assert set(finetuned["model"]) == set(cfg["finetuned"])
-    curves = pd.read_parquet(smoke_run / "results/summary/conversion.parquet")
+    curves = pd.read_parquet(smoke_run / "results/smoke/summary/conversion.parquet")
     assert set(zip(curves["task"], curves["model"])) == {
         (t, v) for t in cfg["tasks"] for v in cfg["finetuned"]}
     assert set(curves["step"]) == set(range(0, cfg["finetune"]["steps"] + 1,
@@ -217,7 +217,7 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     # the table over seeds: one row per key, the one seed's numbers where one seed was trained
     from iclbench.summary import OVER_SEEDS
 
-    over = pd.read_parquet(smoke_run / "results/summary/icl_errors_over_seeds.parquet")
+    over = pd.read_parquet(smoke_run / "results/smoke/summary/icl_errors_over_seeds.parquet")
     assert list(over.columns) == list(OVER_SEEDS)
     keys = ["task", "model", "mode", "ood", "ood_level", "n_examples"]
     assert len(over) == len(df.drop_duplicates(keys))
@@ -227,13 +227,13 @@ def test_smoke_run_builds_everything(smoke_run: Path) -> None:
     if len(cfg["seeds"]) == 1:
         assert (joined["error"] == joined["error_s"]).all()
         assert (joined["error_lo"] == joined["error_lo_s"]).all()
-    profile = pd.read_parquet(smoke_run / "results/summary/profile.parquet")
+    profile = pd.read_parquet(smoke_run / "results/smoke/summary/profile.parquet")
     assert list(profile.columns) == list(PROFILE)
     assert set(zip(profile["model"], profile["mode"])) == {
         *((v, "trained") for v in cfg["variants"]), *((v, "swapped") for v in cfg["swapped"])}
     for fig in cfg["figures"]:
-        assert (smoke_run / f"results/figures/{fig}.pdf").stat().st_size > 1000
-        assert (smoke_run / f"results/figures/{fig}.png").stat().st_size > 1000
+        assert (smoke_run / f"results/smoke/figures/{fig}.pdf").stat().st_size > 1000
+        assert (smoke_run / f"results/smoke/figures/{fig}.png").stat().st_size > 1000
 
 
 def test_second_run_does_nothing(smoke_run: Path) -> None:
@@ -254,16 +254,16 @@ def test_one_figure_option_reruns_that_figure_only(smoke_run: Path) -> None:
     changed = smoke_run / "changed.yaml"
     # key order kept: Snakemake compares params by repr, and a reordered dict reads as changed
     changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    other = (smoke_run / "results/figures/errors_at_k.pdf").stat().st_mtime_ns
-    original = (smoke_run / "results/figures/icl_curves.pdf").read_bytes()
+    other = (smoke_run / "results/smoke/figures/errors_at_k.pdf").stat().st_mtime_ns
+    original = (smoke_run / "results/smoke/figures/icl_curves.pdf").read_bytes()
     proc = snakemake(workdir=smoke_run, config=changed)
     assert planned_jobs(proc) == {"plot_figure": 1, "all": 1}
-    assert "results/figures/icl_curves.pdf" in proc.stdout + proc.stderr
-    assert (smoke_run / "results/figures/errors_at_k.pdf").stat().st_mtime_ns == other
+    assert "results/smoke/figures/icl_curves.pdf" in proc.stdout + proc.stderr
+    assert (smoke_run / "results/smoke/figures/errors_at_k.pdf").stat().st_mtime_ns == other
     # and back: the original option reruns it once more, then nothing
     snakemake(workdir=smoke_run, config=smoke_run / "config.yaml")
     assert planned_jobs(snakemake("-n", workdir=smoke_run, config=smoke_run / "config.yaml")) == {}
-    assert (smoke_run / "results/figures/icl_curves.pdf").read_bytes() == original
+    assert (smoke_run / "results/smoke/figures/icl_curves.pdf").read_bytes() == original
 
 
 def test_a_change_to_softmax_reruns_exactly_its_conversions(smoke_run: Path) -> None:
@@ -281,15 +281,15 @@ def test_a_change_to_softmax_reruns_exactly_its_conversions(smoke_run: Path) -> 
     assert jobs["train_model"] == len(tasks) * len(cfg["seeds"])  # softmax's only
     assert jobs["finetune_model"] == len(tasks) * len(cfg["finetuned"]) * len(cfg["seeds"])
     text = proc.stdout + proc.stderr
-    outputs = re.findall(r"output: results/models/\w+/(\w+)/seed\d+/model.safetensors", text)
+    outputs = re.findall(r"output: results/smoke/models/\w+/(\w+)/seed\d+/model.safetensors", text)
     assert outputs and set(outputs) == {"softmax"}
 
 
 def test_one_figure_target_rebuilds_it(smoke_run: Path) -> None:
-    target = smoke_run / "results/figures/errors_at_k.pdf"
+    target = smoke_run / "results/smoke/figures/errors_at_k.pdf"
     before = target.read_bytes()
     target.unlink()
-    proc = snakemake("results/figures/errors_at_k.pdf", workdir=smoke_run,
+    proc = snakemake("results/smoke/figures/errors_at_k.pdf", workdir=smoke_run,
                      config=smoke_run / "config.yaml")
     assert planned_jobs(proc) == {"plot_figure": 1}
     assert target.read_bytes() == before  # figures are deterministic too
@@ -310,7 +310,7 @@ def _hashes(workdir: Path) -> dict[str, str]:
     import hashlib
 
     out = {}
-    for path in sorted((workdir / "results").rglob("*")):
+    for path in sorted((workdir / "results/smoke").rglob("*")):
         # everything not timed must be byte-identical
         if path.is_file() and not _timed(path) and "report" not in path.name:
             out[str(path.relative_to(workdir))] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -323,15 +323,72 @@ def test_two_runs_give_identical_files(smoke_run: Path, tmp_path: Path) -> None:
     the same evaluation code on the same files; the summary and figures are pure functions of
     these; test_one_figure_target_rebuilds_it checks a figure's bytes)."""
     first = {k: h for k, h in _hashes(smoke_run).items()
-             if k.split("/")[2:3] == ["linear_regression"]
-             and (not k.startswith("results/eval/") or "-trained-" in k)}
-    assert any(k.startswith("results/models/") for k in first)
-    assert any(k.startswith("results/eval/") for k in first)
+             if k.split("/")[3:4] == ["linear_regression"]
+             and (not k.startswith("results/smoke/eval/") or "-trained-" in k)}
+    assert any(k.startswith("results/smoke/models/") for k in first)
+    assert any(k.startswith("results/smoke/eval/") for k in first)
     snakemake(*first, workdir=tmp_path, config=smoke_run / "config.yaml")
     second = _hashes(tmp_path)
     assert second.keys() == first.keys()
     differing = [k for k in first if first[k] != second[k]]
     assert differing == []
+
+
+def tiny_long_config() -> dict:
+    """config/long.yaml shrunk (tiny model, short prompts, few steps, few prompts), its own
+    results tree: the long config's shape (tasks at other lengths, fine-tuned relu and int8,
+    tree baselines, the profile at the trained lengths) run end to end in seconds."""
+    cfg = yaml.safe_load((ROOT / "config" / "long.yaml").read_text())
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["results"] = "results/long_tiny"
+    for task, n_points in zip(cfg["tasks"], (24, 16)):
+        cfg["tasks"][task].update(n_points=n_points,
+                                  points_curriculum={"start": 8, "inc": 8, "interval": 10})
+        cfg["tasks"][task]["train"] = {"steps": 30, "batch_size": 4, "checkpoint_every": 10}
+    cfg["variants"]["nystrom"].update(landmarks=4, chunk=8)
+    cfg["swapped"]["nystrom"].update(landmarks=4)
+    cfg["finetuned"]["nystrom"].update(landmarks=4)
+    for key in ("model", "finetune", "eval"):
+        cfg[key] = smoke[key]
+    cfg["train"].update(warmup_steps=0, log_every=10, checkpoint_every=10,
+                        dims_curriculum={"start": 2, "inc": 1, "interval": 10})
+    cfg["baselines"] = {k: v for k, v in smoke["baselines"].items() if k in cfg["baselines"]}
+    cfg["profile"] = {**smoke["profile"], "context_tokens": [32]}
+    for fig in cfg["figures"].values():
+        fig["dpi"] = 60
+    cfg.pop("resources", None)
+    return cfg
+
+
+def test_a_second_config_runs_beside_the_first_and_leaves_it_untouched(smoke_run: Path) -> None:
+    """The tiny long config in the smoke run's checkout: every output of it goes to its own
+    tree (results/long_tiny, logs/long_tiny); afterwards every file of the smoke run is
+    byte-identical and a dry run of the smoke config finds nothing to do."""
+    import hashlib
+
+    def files(*roots: str) -> dict[str, str]:
+        return {str(p.relative_to(smoke_run)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for root in roots for p in sorted((smoke_run / root).rglob("*")) if p.is_file()}
+
+    before = files("results/smoke", "logs/smoke")
+    cfg = tiny_long_config()
+    other = smoke_run / "long_tiny.yaml"
+    other.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    snakemake(workdir=smoke_run, config=other)
+    assert files("results/smoke", "logs/smoke") == before
+    assert planned_jobs(snakemake("-n", workdir=smoke_run, config=smoke_run / "config.yaml")) == {}
+    # the tiny long run itself: every task at its own length, evaluated at every k, profiled at
+    # the trained lengths, every mode
+    errors = pd.read_parquet(smoke_run / "results/long_tiny/summary/icl_errors.parquet")
+    for task, tc in cfg["tasks"].items():
+        sub = errors[errors["task"] == task]
+        assert sub["n_examples"].max() == tc["n_points"] - 1
+        assert set(sub["mode"]) == {"trained", "swapped", "finetuned", "baseline"}
+    profile = pd.read_parquet(smoke_run / "results/long_tiny/summary/profile.parquet")
+    assert {2 * tc["n_points"] for tc in cfg["tasks"].values()} <= set(profile["context_tokens"])
+    for fig in cfg["figures"]:
+        assert (smoke_run / f"results/long_tiny/figures/{fig}.png").stat().st_size > 1000
+    assert (smoke_run / "logs/long_tiny/train_model").is_dir()
 
 
 def test_report_holds_every_figure_and_the_config(smoke_run: Path) -> None:
@@ -355,13 +412,13 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path: Path, smoke_config) -> N
     smoke_config["train"].update(steps=600, log_every=10, checkpoint_every=50)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(smoke_config))
-    target = "results/models/linear_regression/softmax/seed0/model.safetensors"
+    target = "results/smoke/models/linear_regression/softmax/seed0/model.safetensors"
     reference = tmp_path / "reference"
     snakemake(target, workdir=reference, config=config)
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    ckpt = killed / "results/checkpoints/linear_regression/softmax/seed0.ckpt"
+    ckpt = killed / "results/smoke/checkpoints/linear_regression/softmax/seed0.ckpt"
     cmd = [SNAKEMAKE, target, "-s", str(ROOT / "Snakefile"), "--cores", "1", "--directory",
            str(killed), "--configfile", str(config)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -381,7 +438,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path: Path, smoke_config) -> N
     # a hard kill leaves Snakemake's lock behind: unlock, then rerun (README, "Reliability")
     snakemake("--unlock", workdir=killed, config=config)
     proc2 = snakemake(target, "--rerun-incomplete", workdir=killed, config=config)
-    log = (killed / "logs/train_model/linear_regression/softmax/seed0.log").read_text()
+    log = (killed / "logs/smoke/train_model/linear_regression/softmax/seed0.log").read_text()
     assert "resumed from" in log, proc2.stderr
     assert (killed / target).read_bytes() == (reference / target).read_bytes()
     assert not ckpt.exists()  # removed once the outputs are written
