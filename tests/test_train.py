@@ -116,3 +116,42 @@ def test_an_unknown_lr_schedule_is_an_error_not_a_constant_rate() -> None:
     assert lr_at(39, SPEC) < lr_at(10, SPEC)  # cosine decays
     with pytest.raises(ValueError, match="unknown lr_schedule 'linear'; known are: constant, cosine"):
         lr_at(10, TrainConfig(**{**SPEC.__dict__, "lr_schedule": "linear"}))
+
+
+def test_short_prompts_train_beside_the_long_ones(monkeypatch) -> None:
+    """Each step draws its batch at the curriculum's length and the short batch (never longer
+    than the curriculum's points), at the step's dims; the run stays deterministic and differs
+    from one without short prompts."""
+    from dataclasses import replace
+
+    drawn: list[tuple[int, int, int]] = []
+    original = train_module.sample_prompts
+
+    def spy(task: Any, batch: int, points: int, rng: Any, active_dims: int) -> Any:
+        drawn.append((batch, points, active_dims))
+        return original(task, batch, points, rng, active_dims=active_dims)
+
+    spec = replace(SPEC, steps=12, short_prompts=(16, 4))
+    monkeypatch.setattr(train_module, "sample_prompts", spy)
+    model, _ = train(TASK, MODEL, spec, CURRICULUM, 0, "linear_regression", torch.device("cpu"),
+                     progress=False)
+    assert drawn[:2] == [(8, 3, 2), (16, 3, 2)]  # step 0: 3 points, so 3 short ones too
+    assert drawn[-2:] == [(8, 5, 3), (16, 4, 3)]  # step 11: long 5 points, short 4
+    assert len(drawn) == 2 * spec.steps
+    monkeypatch.setattr(train_module, "sample_prompts", original)
+    again, _ = train(TASK, MODEL, spec, CURRICULUM, 0, "linear_regression", torch.device("cpu"),
+                     progress=False)
+    assert_bitwise_equal(model.state_dict(), again.state_dict())
+    plain, _ = train(TASK, MODEL, replace(spec, short_prompts=None), CURRICULUM, 0,
+                     "linear_regression", torch.device("cpu"), progress=False)
+    assert not torch.equal(plain.state_dict()["wpe.weight"], model.state_dict()["wpe.weight"])
+
+
+def test_short_prompts_longer_than_the_task_are_refused(smoke_config) -> None:
+    from iclbench.config import ConfigError, check
+
+    smoke_config["tasks"]["decision_tree"]["train"]["short_prompts"] = {"batch_size": 4,
+                                                                        "n_points": 50}
+    with pytest.raises(ConfigError, match=r"tasks.decision_tree.train.short_prompts.n_points "
+                                          r"\(50\) exceeds tasks.decision_tree.n_points \(13\)"):
+        check(smoke_config)

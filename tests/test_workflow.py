@@ -341,7 +341,7 @@ def tiny_long_config() -> dict:
     cfg = yaml.safe_load((ROOT / "config" / "long.yaml").read_text())
     smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     cfg["results"] = "results/long_tiny"
-    for task, n_points in zip(cfg["tasks"], (24, 16)):
+    for task, n_points in zip(cfg["tasks"], (24, 16)):  # a second task, if any, shorter
         cfg["tasks"][task].update(n_points=n_points,
                                   points_curriculum={"start": 8, "inc": 8, "interval": 10})
         cfg["tasks"][task]["train"] = {"steps": 30, "batch_size": 4, "checkpoint_every": 10}
@@ -351,6 +351,7 @@ def tiny_long_config() -> dict:
     for key in ("model", "finetune", "eval"):
         cfg[key] = smoke[key]
     cfg["train"].update(warmup_steps=0, log_every=10, checkpoint_every=10,
+                        short_prompts={"batch_size": 4, "n_points": 8},
                         dims_curriculum={"start": 2, "inc": 1, "interval": 10})
     cfg["baselines"] = {k: v for k, v in smoke["baselines"].items() if k in cfg["baselines"]}
     cfg["profile"] = {**smoke["profile"], "context_tokens": [32]}

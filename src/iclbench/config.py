@@ -185,13 +185,17 @@ class TrainConfig:
     log_every: int
     checkpoint_every: int
     dims_curriculum: Mapping[str, int]
+    #: (batch_size, n_points) of the short prompts trained beside every step's batch; None: none
+    short_prompts: tuple[int, int] | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TrainConfig:
+        short = raw.get("short_prompts")
         return cls(int(raw["steps"]), int(raw["batch_size"]), float(raw["lr"]),
                    int(raw["warmup_steps"]), str(raw["lr_schedule"]), float(raw["grad_clip"]),
                    int(raw["log_every"]), int(raw["checkpoint_every"]),
-                   dict(raw["dims_curriculum"]))
+                   dict(raw["dims_curriculum"]),
+                   None if short is None else (int(short["batch_size"]), int(short["n_points"])))
 
     def dims(self, n_dims: int, where: str = "train") -> Schedule:
         """The curriculum of active input dimensions, up to ``n_dims``."""
@@ -365,7 +369,12 @@ def check(raw: Mapping[str, Any], mem_overrides: Mapping[str, Any] | None = None
     _check_device(cfg.device)
     for name, task in cfg.tasks.items():
         where = f"tasks.{name}.train" if task.train else "train"
-        _check_train(TrainConfig.from_dict(task_train(raw, name)), n_dims, where)
+        train = TrainConfig.from_dict(task_train(raw, name))
+        _check_train(train, n_dims, where)
+        if train.short_prompts is not None and train.short_prompts[1] > task.n_points:
+            raise ConfigError(f"{train_key(raw, name, 'short_prompts')}.n_points "
+                              f"({train.short_prompts[1]}) exceeds tasks.{name}.n_points "
+                              f"({task.n_points}): short prompts must be shorter")
         unknown = sorted(set(task.variants or ()) - set(cfg.variants))
         if unknown:
             raise ConfigError(f"tasks.{name}.variants: {', '.join(map(repr, unknown))} not under "

@@ -106,6 +106,13 @@ def train(
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss = (model(xs, ys) - ys).square().mean() / task.normaliser
+        if cfg.short_prompts is not None:
+            # many short prompts beside the long ones: the mean of the two batches' losses
+            n_short, short_points = cfg.short_prompts
+            sx, sy = sample_prompts(task, n_short, min(short_points, points), data_rng,
+                                    active_dims=dims)
+            sx, sy = sx.to(device), sy.to(device)
+            loss = 0.5 * (loss + (model(sx, sy) - sy).square().mean() / task.normaliser)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
