@@ -26,6 +26,7 @@ include: "workflow/rules/profile.smk"
 
 localrules:
     all,
+    run_config,
     aggregate_results,
     aggregate_profile,
     aggregate_conversion,
@@ -35,6 +36,7 @@ localrules:
 rule all:
     default_target: True
     input:
+        f"{R}/config.yaml",
         f"{R}/summary/icl_errors.parquet",
         f"{R}/summary/profile.parquet",
         expand(f"{R}/figures/{{figure}}.pdf", figure=FIGURES),

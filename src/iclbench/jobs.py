@@ -36,7 +36,8 @@ from iclbench.evaluate import (
     squared_error,
 )
 from iclbench.model import ModelSpec, load_model
-from iclbench.results import ICL_ERRORS, PROFILE, read_parquet, tidy, write_json, write_parquet
+from iclbench.results import (ICL_ERRORS, PROFILE, read_parquet, tidy, write_json, write_parquet,
+                              write_with)
 from iclbench.runtime import keep_freed_memory
 from iclbench.tasks import Task, build_task
 from iclbench.train import Checkpointing, train
@@ -227,6 +228,16 @@ def finetune_model(
     log.info("final loss %.4f after %d steps", table["loss"].iloc[-1], spec.steps)
     if ckpt is not None:
         storage.remove(ckpt.path)
+
+
+def write_run_config(config: Mapping[str, Any], output: str | Path) -> None:
+    """The whole config of a run (keys sorted, as the rules read it) as YAML at ``output``: a
+    results tree says which config made it, whichever file that config came from."""
+    import yaml
+
+    write_with(lambda tmp: tmp.write_text(
+        "# the config this results tree was made with (written by rule run_config)\n"
+        + yaml.safe_dump(dict(config), sort_keys=True)), output)
 
 
 def aggregate_conversion(inputs: Sequence[str | Path], output: str | Path) -> None:

@@ -23,3 +23,16 @@ rule aggregate_conversion:
         "../../envs/iclbench.yaml"
     script:
         "../scripts/aggregate_conversion.py"
+
+
+rule run_config:
+    output:
+        f"{R}/config.yaml",
+    log:
+        f"{LOGS}/run_config.log",
+    conda:
+        "../../envs/iclbench.yaml"
+    params:
+        config=config,
+    script:
+        "../scripts/write_run_config.py"

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from iclbench.figures._base import figure
-from iclbench.figures._data import at_examples, errors, label_order, profile_rows, with_labels
+from iclbench.figures._data import LAST, at_examples, errors, label_order, profile_rows, with_labels
 from iclbench.figures._layout import legend_below, palette, panels, plain_log_ticks
 
 if TYPE_CHECKING:
@@ -16,14 +16,16 @@ if TYPE_CHECKING:
 
 @figure(
     "pareto",
-    options={"batch_size": 64, "k_per_dim": 2, "panel_width": 3.2, "panel_height": 3.0,
-             "dpi": 150},
+    options={"batch_size": 64, "k_per_dim": 2, "at_length": False, "panel_width": 3.2,
+             "panel_height": 3.0, "dpi": 150},
     tables=("icl_errors", "profile"),
     caption=(
         "Accuracy against cost: in-distribution normalised error at k = k_per_dim x d in-context "
-        "examples (d from the profile table's n_dims; mean over seeds, interval over seeds and prompts) against "
-        "forward latency at the task's training length (2 tokens per example) and one batch size, "
-        "one point per variant and mode, one panel per task. Lower left is better."
+        "examples (d from the profile table's n_dims; with option at_length, at each task's last "
+        "position instead, i.e. its training length; mean over seeds, interval over seeds and "
+        "prompts) against forward latency at the task's training length (2 tokens per example) "
+        "and one batch size, one point per variant and mode, one panel per task. Lower left is "
+        "better."
     ),
 )
 def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFigure:
@@ -31,11 +33,18 @@ def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFi
     n_dims = prof["n_dims"].unique()
     if len(n_dims) != 1:
         raise ValueError(f"figures.pareto: profile rows disagree on n_dims ({sorted(n_dims)})")
-    k = int(opts["k_per_dim"]) * int(n_dims[0])
-    if k < 0:  # at_examples would read it as "the last position"
-        raise ValueError(f"figures.pareto: k_per_dim {opts['k_per_dim']} is negative")
-    points = _points(tables, prof, k, f" (in-distribution transformer errors; k_per_dim "
-                                      f"{opts['k_per_dim']} x n_dims {n_dims[0]})")
+    if opts["at_length"]:
+        # two lines: in one, it is taller than a 3-inch panel
+        k, ylabel = LAST, "squared error / Var(y)\nat the last position"
+        why = " (in-distribution transformer errors at each task's last position)"
+    else:
+        k = int(opts["k_per_dim"]) * int(n_dims[0])
+        if k < 0:  # at_examples would read it as "the last position"
+            raise ValueError(f"figures.pareto: k_per_dim {opts['k_per_dim']} is negative")
+        ylabel = f"squared error / Var(y) at k = {k}"
+        why = f" (in-distribution transformer errors; k_per_dim {opts['k_per_dim']} x n_dims " \
+              f"{n_dims[0]})"
+    points = _points(tables, prof, k, why)
     tasks = list(dict.fromkeys(points["task"]))
     labels = label_order(points["label"])
     colours = palette(labels)
@@ -48,10 +57,11 @@ def pareto(tables: Mapping[str, pd.DataFrame], opts: Mapping[str, Any]) -> MplFi
                         fmt="o", color=colours[row["label"]], label=row["label"], ms=5, capsize=2)
         ax.set_xscale("log")
         plain_log_ticks(ax)
-        ax.set_title(f"{task.replace('_', ' ')} ({int(sub['context_tokens'].iloc[0])} tokens)",
+        at = f", k = {int(sub['n_examples'].iloc[0])}" if opts["at_length"] else ""
+        ax.set_title(f"{task.replace('_', ' ')} ({int(sub['context_tokens'].iloc[0])} tokens{at})",
                      fontsize="small")
         ax.set_xlabel(f"seconds per forward (batch {opts['batch_size']})")
-    axes[0].set_ylabel(f"squared error / Var(y) at k = {k}")
+    axes[0].set_ylabel(ylabel)
     legend_below(fig, axes, order=labels)
     return fig
 
@@ -68,7 +78,7 @@ def _points(tables: Mapping[str, pd.DataFrame], prof: pd.DataFrame, k: int,
     train_tokens = 2 * (err.groupby("task")["n_examples"].max() + 1)
     err = at_examples(err, k, "pareto", why)
     points = (err.groupby(["task", "model", "mode"], as_index=False)
-              [["error", "error_lo", "error_hi"]].mean())
+              [["error", "error_lo", "error_hi", "n_examples"]].mean())
     points["context_tokens"] = points["task"].map(train_tokens)
     # a fine-tuned model has its swapped form's architecture, so its cost is the swapped one's
     prof = pd.concat([prof, prof[prof["mode"] == "swapped"].assign(mode="finetuned")])
