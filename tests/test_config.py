@@ -176,3 +176,32 @@ def test_a_conversion_trains_at_the_task_recipe_with_the_finetune_keys(smoke_con
     assert ft["batch_size"] == 8 and "curve_every" not in ft
     raw["tasks"]["relu_2nn"]["variants"] = ["relu"]
     assert "relu_2nn" not in finetune_tasks(raw)  # no softmax model to start from there
+
+
+def test_every_config_has_its_own_results_tree_and_long_is_many_shot() -> None:
+    """Runs of two configs never share a file: each config names a results tree of its own; the
+    long config's longest task has at least 1024 examples and every task at least 256."""
+    import yaml
+
+    from iclbench.config import check
+
+    trees = {}
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        if path.name == "schema.yaml":
+            continue
+        trees[path.name] = yaml.safe_load(path.read_text())["results"]
+    assert trees["config.yaml"] == "results"
+    assert len(set(trees.values())) == len(trees), trees
+    long = check(yaml.safe_load((ROOT / "config" / "long.yaml").read_text()))
+    points = [t.n_points for t in long.tasks.values()]
+    assert max(points) >= 1024 and min(points) >= 256
+    # the profile measures every task's own length
+    assert {t.tokens for t in long.tasks.values()} <= set(long.profile.context_tokens)
+
+
+def test_a_results_tree_inside_the_default_trees_folders_is_refused(smoke_config) -> None:
+    from iclbench.config import ConfigError, check
+
+    smoke_config["results"] = "results/models"
+    with pytest.raises(ConfigError, match="results: 'results/models' is a folder of the default"):
+        check(smoke_config)

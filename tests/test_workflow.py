@@ -53,7 +53,7 @@ def planned_jobs(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "full.yaml", "smoke.yaml", "paper.yaml",
-                                  "harder.yaml"])
+                                  "harder.yaml", "long.yaml"])
 def test_dry_run(name: str, tmp_path: Path) -> None:
     from iclbench.config import task_variants
 
