@@ -46,6 +46,7 @@ from iclbench.model import Decoder, ModelSpec
 from iclbench.profiling import time_in_turns
 from iclbench.runtime import keep_freed_memory
 from iclbench.tasks import Task, build_task, sample_prompts
+from iclbench.train import optimiser_step, prompt_loss
 from iclbench.variants import get_variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,12 +97,8 @@ def train_step(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, normaliser:
     model.train()
 
     def step() -> float:
-        loss = (model(xs, ys) - ys).square().mean() / normaliser
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimiser.step()
+        loss = prompt_loss(model, xs, ys, normaliser)
+        optimiser_step(model, optimiser, loss, grad_clip)
         return loss.item()
 
     return step

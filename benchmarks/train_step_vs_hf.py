@@ -28,6 +28,7 @@ from torch.utils.benchmark import Timer
 
 from iclbench.model import Decoder, ModelSpec
 from iclbench.runtime import keep_freed_memory
+from iclbench.train import optimiser_step, prompt_loss
 
 # (name, n_dims, points, n_embd, n_layer, n_head, grad_clip): the default config's model at its
 # longest prompt (26 points) and the paper's standard model at linear regression's 41 points
@@ -89,12 +90,8 @@ def our_step(model: Decoder, xs: torch.Tensor, ys: torch.Tensor, grad_clip: floa
     model.train()
 
     def step() -> float:  # the loop body of iclbench.train.train
-        loss = (model(xs, ys) - ys).square().mean() / normaliser
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimiser.step()
+        loss = prompt_loss(model, xs, ys, normaliser)
+        optimiser_step(model, optimiser, loss, grad_clip)
         return loss.item()
 
     return step

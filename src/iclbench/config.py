@@ -24,6 +24,7 @@ import yaml
 
 from iclbench.curriculum import Schedule
 from iclbench.registry import UnknownNameError
+from iclbench.storage import CHECKPOINTS
 
 if TYPE_CHECKING:
     import torch
@@ -478,8 +479,7 @@ def _check_steps(variant: str, options: Mapping[str, Any], steps: int, where: st
 
 
 #: the folders of a results tree: another config's tree (results/<name>) must not be one of them
-RESULTS_FOLDERS = ("checkpoints", "data", "eval", "figures", "finetuned", "models", "profile",
-                   "summary")
+RESULTS_FOLDERS = (CHECKPOINTS, "data", "eval", "figures", "finetuned", "models", "profile", "summary")
 
 
 def _check_results(results: str) -> None:

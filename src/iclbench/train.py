@@ -56,6 +56,22 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
+def prompt_loss(model: torch.nn.Module, xs: torch.Tensor, ys: torch.Tensor,
+                normaliser: float) -> torch.Tensor:
+    """The training loss of one batch: mean squared error over every position / ``normaliser``."""
+    return (model(xs, ys) - ys).square().mean() / normaliser
+
+
+def optimiser_step(model: torch.nn.Module, optimiser: torch.optim.Optimizer, loss: torch.Tensor,
+                   grad_clip: float) -> None:
+    """Backward ``loss``, clip the gradient norm to ``grad_clip`` (0: no clipping), step."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimiser.step()
+
+
 def train(
     task: Task,
     model_spec: ModelSpec,
@@ -105,19 +121,15 @@ def train(
         xs, ys = xs.to(device), ys.to(device)
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = (model(xs, ys) - ys).square().mean() / task.normaliser
+        loss = prompt_loss(model, xs, ys, task.normaliser)
         if cfg.short_prompts is not None:
             # many short prompts beside the long ones: the mean of the two batches' losses
             n_short, short_points = cfg.short_prompts
             sx, sy = sample_prompts(task, n_short, min(short_points, points), data_rng,
                                     active_dims=dims)
-            sx, sy = sx.to(device), sy.to(device)
-            loss = 0.5 * (loss + (model(sx, sy) - sy).square().mean() / task.normaliser)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimiser.step()
+            loss = 0.5 * (loss + prompt_loss(model, sx.to(device), sy.to(device),
+                                             task.normaliser))
+        optimiser_step(model, optimiser, loss, cfg.grad_clip)
         value = loss.item()
         if not math.isfinite(value):
             raise DivergedError(
